@@ -1,0 +1,119 @@
+// Package mailer renders emails from templates and hands them to a transport: Amazon SES v2,
+// .eml files for development, or a log line.
+package mailer
+
+import (
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+)
+
+// Message is one rendered email for one recipient. Its bodies carry secrets (codes, links): a
+// Message must never be logged or persisted as a whole.
+type Message struct {
+	To      string
+	Subject string
+	HTML    string
+	Text    string
+	EventID string
+	Kind    string
+	Date    time.Time
+}
+
+// Class tells the caller what a failed send means for the message.
+type Class int
+
+const (
+	// Retry: the message was definitely not accepted (throttled, a 5xx answer, a connection
+	// that never carried the request). Sending it again cannot duplicate it.
+	Retry Class = iota + 1
+	// Permanent: the message was refused for a reason resending will not fix.
+	Permanent
+	// Ambiguous: the request went out but no answer came back; it may have been accepted.
+	Ambiguous
+	// Paused: the account cannot send at all (suspended, paused, no permission). Stop sending
+	// everything and alert a person; this message was not accepted.
+	Paused
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retry:
+		return "retry"
+	case Permanent:
+		return "permanent"
+	case Ambiguous:
+		return "ambiguous"
+	case Paused:
+		return "paused"
+	}
+	return "unknown"
+}
+
+// SendError is a failed send with its classification.
+type SendError struct {
+	Class Class
+	// Code is the provider's error code, e.g. "MessageRejected"; empty for transport failures.
+	Code string
+	Err  error
+}
+
+func (e *SendError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("send email (%s, %s): %v", e.Class, e.Code, e.Err)
+	}
+	return fmt.Sprintf("send email (%s): %v", e.Class, e.Err)
+}
+
+func (e *SendError) Unwrap() error { return e.Err }
+
+// ClassOf returns the class of a send error; errors that are not a SendError are treated as
+// Ambiguous, the only safe assumption about an unknown failure.
+func ClassOf(err error) Class {
+	var se *SendError
+	if errors.As(err, &se) {
+		return se.Class
+	}
+	return Ambiguous
+}
+
+// ParseRecipient accepts exactly one bare address (user@domain) and refuses anything that could
+// turn into extra headers or recipients: CR/LF, display names, lists, groups.
+func ParseRecipient(s string) (string, error) {
+	if s == "" {
+		return "", errors.New("recipient address is empty")
+	}
+	if strings.ContainsAny(s, "\r\n\x00") {
+		return "", errors.New("recipient address contains a line break or NUL")
+	}
+	if len(s) > 254 {
+		return "", errors.New("recipient address is longer than 254 characters")
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil {
+		return "", fmt.Errorf("recipient address is not valid: %w", err)
+	}
+	if addr.Name != "" || addr.Address != s {
+		return "", errors.New("recipient must be a single bare address, not a name or list")
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 || !strings.Contains(s[at+1:], ".") && s[at+1:] != "localhost" {
+		return "", errors.New("recipient address has no domain")
+	}
+	return s, nil
+}
+
+// ParseSender validates a From or Reply-To value from configuration: one address, optionally
+// with a display name, no line breaks.
+func ParseSender(s string) (*mail.Address, error) {
+	if strings.ContainsAny(s, "\r\n\x00") {
+		return nil, errors.New("contains a line break or NUL")
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid address: %w", err)
+	}
+	return addr, nil
+}

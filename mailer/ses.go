@@ -1,0 +1,194 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2"
+	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
+	"github.com/aws/smithy-go"
+)
+
+// SESOptions configures the SES transport.
+type SESOptions struct {
+	Region           string
+	Endpoint         string
+	ConfigurationSet string
+	From             string
+	ReplyTo          string
+	// Timeout bounds one SendEmail call. Default 30s.
+	Timeout time.Duration
+	// HTTPClient overrides the HTTP client (tests).
+	HTTPClient *http.Client
+	// Credentials overrides the AWS default credential chain (tests).
+	Credentials aws.CredentialsProvider
+}
+
+// SES sends through Amazon SES v2 SendEmail.
+type SES struct {
+	client *sesv2.Client
+	opts   SESOptions
+}
+
+// NewSES builds an SES v2 client from the AWS default configuration chain. The SDK's own retryer
+// is disabled: SendEmail has no idempotency key, so a retry after a timeout could deliver the
+// message twice. Retry decisions are taken by the caller from the error's Class.
+func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	var loadOpts []func(*config.LoadOptions) error
+	if opts.Region != "" {
+		loadOpts = append(loadOpts, config.WithRegion(opts.Region))
+	}
+	if opts.Credentials != nil {
+		loadOpts = append(loadOpts, config.WithCredentialsProvider(opts.Credentials))
+	}
+	if opts.HTTPClient != nil {
+		loadOpts = append(loadOpts, config.WithHTTPClient(opts.HTTPClient))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return nil, errors.New("no AWS region: set mailer.ses.region or AWS_REGION")
+	}
+	client := sesv2.NewFromConfig(cfg, func(o *sesv2.Options) {
+		o.Retryer = aws.NopRetryer{}
+		if opts.Endpoint != "" {
+			o.BaseEndpoint = aws.String(opts.Endpoint)
+		}
+	})
+	return &SES{client: client, opts: opts}, nil
+}
+
+// CheckCredentials resolves AWS credentials once, so a daemon without any fails at start with
+// a clear message instead of failing every send.
+func (s *SES) CheckCredentials(ctx context.Context) error {
+	if _, err := s.client.Options().Credentials.Retrieve(ctx); err != nil {
+		return fmt.Errorf("resolve AWS credentials (env, shared config/profile or instance role): %w", err)
+	}
+	return nil
+}
+
+// Send calls SendEmail once. It returns the SES MessageId or a *SendError.
+func (s *SES) Send(ctx context.Context, m Message) (string, error) {
+	in := &sesv2.SendEmailInput{
+		FromEmailAddress: aws.String(s.opts.From),
+		Destination:      &types.Destination{ToAddresses: []string{m.To}},
+		Content: &types.EmailContent{Simple: &types.Message{
+			Subject: &types.Content{Data: aws.String(m.Subject), Charset: aws.String("UTF-8")},
+			Body: &types.Body{
+				Html: &types.Content{Data: aws.String(m.HTML), Charset: aws.String("UTF-8")},
+				Text: &types.Content{Data: aws.String(m.Text), Charset: aws.String("UTF-8")},
+			},
+		}},
+		EmailTags: []types.MessageTag{
+			{Name: aws.String("event_id"), Value: aws.String(tagValue(m.EventID))},
+			{Name: aws.String("kind"), Value: aws.String(tagValue(m.Kind))},
+		},
+	}
+	if s.opts.ReplyTo != "" {
+		in.ReplyToAddresses = []string{s.opts.ReplyTo}
+	}
+	if s.opts.ConfigurationSet != "" {
+		in.ConfigurationSetName = aws.String(s.opts.ConfigurationSet)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				wrote.Store(true)
+			}
+		},
+	})
+	out, err := s.client.SendEmail(ctx, in)
+	if err != nil {
+		return "", classifySES(err, wrote.Load())
+	}
+	if out.MessageId == nil || *out.MessageId == "" {
+		return "", &SendError{Class: Ambiguous, Err: errors.New("SES answered without a MessageId")}
+	}
+	return *out.MessageId, nil
+}
+
+// tagValue keeps SES tag values within their allowed alphabet (ASCII letters, digits, _ - . @).
+func tagValue(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '@'
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	if len(b) > 256 {
+		b = b[:256]
+	}
+	return string(b)
+}
+
+var (
+	sesPermanent = map[string]bool{
+		"MessageRejected":                    true,
+		"MailFromDomainNotVerifiedException": true,
+		"BadRequestException":                true,
+	}
+	// Errors that no single message caused and no retry of one message fixes.
+	sesPaused = map[string]bool{
+		"AccountSuspendedException":   true,
+		"SendingPausedException":      true,
+		"NotFoundException":           true, // configuration set or identity is missing
+		"AccessDeniedException":       true,
+		"UnrecognizedClientException": true,
+		"InvalidClientTokenId":        true,
+		"SignatureDoesNotMatch":       true,
+		"MissingAuthenticationToken":  true,
+	}
+)
+
+// classifySES turns an SDK error into a SendError. wrote says whether the HTTP request was
+// written to the connection: if it was and no answer came back, SES may have accepted it.
+func classifySES(err error, wrote bool) error {
+	status := 0
+	var respErr *awshttp.ResponseError
+	if errors.As(err, &respErr) {
+		status = respErr.HTTPStatusCode()
+	}
+	var apiErr smithy.APIError
+	if status > 0 && errors.As(err, &apiErr) {
+		code := apiErr.ErrorCode()
+		se := &SendError{Code: code, Err: err}
+		switch {
+		case sesPermanent[code]:
+			se.Class = Permanent
+		case sesPaused[code]:
+			se.Class = Paused
+		case status == http.StatusTooManyRequests || status >= 500:
+			se.Class = Retry
+		default:
+			// An unknown 4xx is an answer: SES did not accept the message. Retrying is safe and
+			// bounded by max_attempts.
+			se.Class = Retry
+		}
+		return se
+	}
+	if status > 0 {
+		return &SendError{Class: Retry, Err: err}
+	}
+	if !wrote {
+		return &SendError{Class: Retry, Err: fmt.Errorf("request not sent: %w", err)}
+	}
+	return &SendError{Class: Ambiguous, Err: fmt.Errorf("no answer after the request was sent: %w", err)}
+}

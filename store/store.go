@@ -1,0 +1,348 @@
+// Package store keeps the daemon's durable state in a bbolt file: the event cursor and one
+// delivery record per handled event. It never holds secrets: only IDs, states, timestamps,
+// reasons and SES message IDs.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// State is where a delivery stands. Sent, Skipped, Dead and Ambiguous are final: the cursor may
+// move past an event only once its record is final.
+type State string
+
+const (
+	// Pending: seen, not yet sent; a transient failure is being retried.
+	Pending State = "pending"
+	// Sending is written durably right before the SES call. A record found in this state at
+	// startup means the process died while SES may have accepted the message.
+	Sending   State = "sending"
+	Sent      State = "sent"
+	Skipped   State = "skipped"
+	Dead      State = "dead"
+	Ambiguous State = "ambiguous"
+)
+
+// Final reports whether no further delivery attempt will be made without an operator.
+func (s State) Final() bool {
+	switch s {
+	case Sent, Skipped, Dead, Ambiguous:
+		return true
+	}
+	return false
+}
+
+// Delivery is the record of one event's email.
+type Delivery struct {
+	EventID        string    `json:"event_id"`
+	Kind           string    `json:"kind"`
+	State          State     `json:"state"`
+	Attempts       int       `json:"attempts,omitempty"`
+	Reason         string    `json:"reason,omitempty"`
+	MessageID      string    `json:"message_id,omitempty"`
+	EventCreatedAt time.Time `json:"event_created_at"`
+	FirstSeenAt    time.Time `json:"first_seen_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Position is where polling resumes: after Cursor if set, otherwise from Since (zero: oldest).
+type Position struct {
+	Cursor      string
+	CursorSetAt time.Time
+	Since       time.Time
+	// Initialized is false for a store that has never recorded a starting point.
+	Initialized bool
+}
+
+// ErrLocked means another process holds the store file.
+var ErrLocked = errors.New("store is locked by another process")
+
+var (
+	bucketMeta       = []byte("meta")
+	bucketDeliveries = []byte("deliveries")
+	// bucketSending indexes records in state Sending so startup recovery need not scan them all.
+	bucketSending = []byte("sending")
+
+	keyCursor      = []byte("cursor")
+	keyCursorSetAt = []byte("cursor_set_at")
+	keySince       = []byte("since")
+	keyInitialized = []byte("initialized")
+	keySchema      = []byte("schema")
+)
+
+const schemaVersion = "1"
+
+// Options tunes Open.
+type Options struct {
+	// LockTimeout bounds the wait for another process's file lock. Default 2s.
+	LockTimeout time.Duration
+	// ReadOnly opens with a shared lock and never writes.
+	ReadOnly bool
+}
+
+// Store is a handle on the bbolt file. It is safe for concurrent use.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens or creates the store at path with mode 0600.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if !opts.ReadOnly {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create store directory for %s: %w", path, err)
+		}
+	} else if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: %w (is the daemon running? stop it first)", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open store %s: %w (if the file is damaged, restore it from backup; do not delete it, or every event still in the WorkOS retention window may be sent again)", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if opts.ReadOnly {
+		return s, s.checkSchema()
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v == nil {
+			return meta.Put(keySchema, []byte(schemaVersion))
+		}
+		return nil
+	})
+	if err == nil {
+		err = s.checkSchema()
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("initialize store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) checkSchema() error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || tx.Bucket(bucketDeliveries) == nil {
+			return fmt.Errorf("store %s is not a workos-emailer store (missing buckets)", s.path)
+		}
+		if v := string(meta.Get(keySchema)); v != schemaVersion {
+			return fmt.Errorf("store %s has schema %q, this build reads %q", s.path, v, schemaVersion)
+		}
+		return nil
+	})
+}
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// Close releases the file lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Position reads where polling resumes.
+func (s *Store) Position() (Position, error) {
+	var p Position
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		p.Cursor = string(meta.Get(keyCursor))
+		p.Initialized = meta.Get(keyInitialized) != nil
+		var err error
+		if p.CursorSetAt, err = getTime(meta, keyCursorSetAt); err != nil {
+			return err
+		}
+		p.Since, err = getTime(meta, keySince)
+		return err
+	})
+	if err != nil {
+		return Position{}, fmt.Errorf("read cursor: %w", err)
+	}
+	return p, nil
+}
+
+// InitPosition records the starting point of a store that has none yet (zero since: oldest) and
+// returns the position in force. Persisting it means a restart before the first event still
+// starts from the same point instead of a later "now".
+func (s *Store) InitPosition(since time.Time) (Position, error) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta.Get(keyInitialized) != nil {
+			return nil
+		}
+		return setStart(meta, since)
+	})
+	if err != nil {
+		return Position{}, fmt.Errorf("record starting point: %w", err)
+	}
+	return s.Position()
+}
+
+// ResetCursor forgets the cursor: the next run reads events from since (backfill).
+func (s *Store) ResetCursor(since time.Time) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		for _, k := range [][]byte{keyCursor, keyCursorSetAt} {
+			if err := meta.Delete(k); err != nil {
+				return err
+			}
+		}
+		return setStart(meta, since)
+	})
+	if err != nil {
+		return fmt.Errorf("reset cursor: %w", err)
+	}
+	return nil
+}
+
+// SetCursor makes polling resume after eventID.
+func (s *Store) SetCursor(eventID string, now time.Time) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return putCursor(tx.Bucket(bucketMeta), eventID, now)
+	})
+	if err != nil {
+		return fmt.Errorf("set cursor: %w", err)
+	}
+	return nil
+}
+
+func setStart(meta *bolt.Bucket, since time.Time) error {
+	if err := meta.Put(keyInitialized, []byte{1}); err != nil {
+		return err
+	}
+	if since.IsZero() {
+		return meta.Delete(keySince)
+	}
+	return putTime(meta, keySince, since)
+}
+
+func putCursor(meta *bolt.Bucket, eventID string, now time.Time) error {
+	if err := meta.Put(keyInitialized, []byte{1}); err != nil {
+		return err
+	}
+	if err := meta.Put(keyCursor, []byte(eventID)); err != nil {
+		return err
+	}
+	return putTime(meta, keyCursorSetAt, now)
+}
+
+// Delivery returns the record for eventID, if any.
+func (s *Store) Delivery(eventID string) (Delivery, bool, error) {
+	var d Delivery
+	var found bool
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketDeliveries).Get([]byte(eventID))
+		if v == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(v, &d)
+	})
+	if err != nil {
+		return Delivery{}, false, fmt.Errorf("read delivery %s: %w", eventID, err)
+	}
+	return d, found, nil
+}
+
+// Save writes d durably (fsync) and, when cursor is not empty, moves the cursor to it in the same
+// transaction, so a final record and the cursor that depends on it cannot be torn apart.
+func (s *Store) Save(d Delivery, cursor string, now time.Time) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := putDelivery(tx, d); err != nil {
+			return err
+		}
+		if cursor != "" {
+			return putCursor(tx.Bucket(bucketMeta), cursor, now)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record delivery %s as %s: %w", d.EventID, d.State, err)
+	}
+	return nil
+}
+
+func putDelivery(tx *bolt.Tx, d Delivery) error {
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	key := []byte(d.EventID)
+	if err := tx.Bucket(bucketDeliveries).Put(key, v); err != nil {
+		return err
+	}
+	if d.State == Sending {
+		return tx.Bucket(bucketSending).Put(key, nil)
+	}
+	return tx.Bucket(bucketSending).Delete(key)
+}
+
+// Interrupted returns the records left in state Sending by a process that stopped mid-send.
+func (s *Store) Interrupted() ([]Delivery, error) {
+	var out []Delivery
+	err := s.db.View(func(tx *bolt.Tx) error {
+		all := tx.Bucket(bucketDeliveries)
+		return tx.Bucket(bucketSending).ForEach(func(k, _ []byte) error {
+			var d Delivery
+			if err := json.Unmarshal(all.Get(k), &d); err != nil {
+				return fmt.Errorf("decode delivery %s: %w", k, err)
+			}
+			out = append(out, d)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list interrupted sends: %w", err)
+	}
+	return out, nil
+}
+
+// ForEach calls fn for every delivery record in event-id order.
+func (s *Store) ForEach(fn func(Delivery) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
+			var d Delivery
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("decode delivery %s: %w", k, err)
+			}
+			return fn(d)
+		})
+	})
+}
+
+func putTime(b *bolt.Bucket, key []byte, t time.Time) error {
+	v, err := t.UTC().MarshalText()
+	if err != nil {
+		return err
+	}
+	return b.Put(key, v)
+}
+
+func getTime(b *bolt.Bucket, key []byte) (time.Time, error) {
+	v := b.Get(key)
+	if v == nil {
+		return time.Time{}, nil
+	}
+	var t time.Time
+	if err := t.UnmarshalText(v); err != nil {
+		return time.Time{}, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return t, nil
+}

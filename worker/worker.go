@@ -1,0 +1,644 @@
+// Package worker is the delivery pipeline: it pages through WorkOS events by a durable cursor,
+// fetches the secret parts of each, renders and sends the email, and records the outcome so
+// each email goes out once.
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/template"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/store"
+)
+
+// EventKinds maps the WorkOS event types the worker handles to the kind of email they cause.
+var EventKinds = map[string]string{
+	"invitation.created":         mailer.KindInvitation,
+	"magic_auth.created":         mailer.KindMagicAuth,
+	"email_verification.created": mailer.KindEmailVerification,
+	"password_reset.created":     mailer.KindPasswordReset,
+}
+
+// Store is the durable state the worker needs.
+type Store interface {
+	InitPosition(since time.Time) (store.Position, error)
+	SetCursor(eventID string, now time.Time) error
+	Delivery(eventID string) (store.Delivery, bool, error)
+	Save(d store.Delivery, cursor string, now time.Time) error
+	Interrupted() ([]store.Delivery, error)
+}
+
+// Sender delivers one message. Its errors carry a mailer.Class.
+type Sender interface {
+	Send(ctx context.Context, m mailer.Message) (messageID string, err error)
+}
+
+// Renderer turns template data into an email.
+type Renderer interface {
+	Render(mailer.Data) (mailer.Rendered, error)
+}
+
+// Ambiguous-send policies.
+const (
+	OnAmbiguousHold   = "hold"
+	OnAmbiguousResend = "resend"
+)
+
+// Options tunes the worker. Zero values get the defaults of CONTRACT.md.
+type Options struct {
+	PageSize     int
+	PollInterval time.Duration
+	// StartSince is where a store without a cursor starts; zero means the oldest event.
+	StartSince  time.Time
+	Concurrency int
+	MaxAttempts int
+	MaxEventAge time.Duration
+	OnAmbiguous string
+	// Kinds enabled; empty means mailer.CoreKinds.
+	Kinds []string
+	// InvitationURL and PasswordResetURL, when set, build the link from {{.Token}} instead of
+	// using WorkOS's URL.
+	InvitationURL    *template.Template
+	PasswordResetURL *template.Template
+	Brand            mailer.Brand
+	// RetryBase and RetryMax bound the jittered exponential backoff between attempts.
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// PausedRetry is how long sending waits after SES says the account cannot send.
+	PausedRetry time.Duration
+	// StopWhenIdle makes Run return at the first empty page (demo, tests).
+	StopWhenIdle bool
+	Now          func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.PageSize <= 0 || o.PageSize > 100 {
+		o.PageSize = 100
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 10
+	}
+	if o.OnAmbiguous == "" {
+		o.OnAmbiguous = OnAmbiguousHold
+	}
+	if len(o.Kinds) == 0 {
+		o.Kinds = mailer.CoreKinds
+	}
+	if o.RetryBase <= 0 {
+		o.RetryBase = time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = 5 * time.Minute
+	}
+	if o.PausedRetry <= 0 {
+		o.PausedRetry = time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Worker runs the pipeline. Create it with New.
+type Worker struct {
+	opts     Options
+	workos   WorkOS
+	store    Store
+	sender   Sender
+	renderer Renderer
+	log      *zap.Logger
+	enabled  map[string]bool
+	types    []string
+	paused   atomic.Bool
+}
+
+// New wires a worker.
+func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log *zap.Logger) *Worker {
+	opts.setDefaults()
+	wk := &Worker{opts: opts, workos: w, store: st, sender: sender, renderer: renderer, log: log, enabled: map[string]bool{}}
+	for _, k := range opts.Kinds {
+		wk.enabled[k] = true
+	}
+	for typ, kind := range EventKinds {
+		if wk.enabled[kind] {
+			wk.types = append(wk.types, typ)
+		}
+	}
+	return wk
+}
+
+// Paused reports whether SES refused to send for the whole account on the last try.
+func (w *Worker) Paused() bool { return w.paused.Load() }
+
+// errStopped means the context ended before the work was done; nothing is lost.
+var errStopped = errors.New("stopped")
+
+// Run polls and delivers until ctx ends (or, with StopWhenIdle, until the stream is drained).
+// Cancelling ctx stops polling and waiting; sends already handed to SES finish and are
+// recorded. It returns an error only when the store fails.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.recoverInterrupted(); err != nil {
+		return err
+	}
+	pos, err := w.store.InitPosition(w.opts.StartSince)
+	if err != nil {
+		return err
+	}
+	after := pos.Cursor
+	w.log.Info("polling WorkOS events", zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since),
+		zap.Strings("event_types", w.types))
+	failures := 0
+	for ctx.Err() == nil {
+		page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			failures++
+			delay := w.backoff(failures, retryAfterOf(err))
+			w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
+			sleep(ctx, delay)
+			continue
+		}
+		failures = 0
+		if len(page.Events) == 0 {
+			if w.opts.StopWhenIdle {
+				return nil
+			}
+			sleep(ctx, w.opts.PollInterval)
+			continue
+		}
+		if err := w.processPage(ctx, page.Events); err != nil {
+			if errors.Is(err, errStopped) {
+				break
+			}
+			return err
+		}
+		after = page.Events[len(page.Events)-1].ID
+		if len(page.Events) < w.opts.PageSize && !w.opts.StopWhenIdle {
+			sleep(ctx, w.opts.PollInterval)
+		}
+	}
+	w.log.Info("stopped polling")
+	return nil
+}
+
+// recoverInterrupted settles records left in state sending by a process that died mid-send.
+func (w *Worker) recoverInterrupted() error {
+	recs, err := w.store.Interrupted()
+	if err != nil {
+		return err
+	}
+	now := w.opts.Now()
+	for _, d := range recs {
+		if w.opts.OnAmbiguous == OnAmbiguousResend {
+			w.log.Warn("send was interrupted; outcome unknown; will send again (on_ambiguous: resend)",
+				zap.String("event_id", d.EventID), zap.String("kind", d.Kind), zap.Int("attempts", d.Attempts))
+			continue
+		}
+		d.State = store.Ambiguous
+		d.Reason = "process stopped during the send: SES may have accepted it; not resent (on_ambiguous: hold)"
+		d.UpdatedAt = now
+		if err := w.store.Save(d, "", now); err != nil {
+			return err
+		}
+		w.log.Warn("send was interrupted; marked ambiguous and held", zap.String("event_id", d.EventID),
+			zap.String("kind", d.Kind), zap.Int("attempts", d.Attempts))
+	}
+	return nil
+}
+
+// processPage delivers one page of events concurrently while keeping each recipient's emails in
+// event order, and moves the cursor over the prefix of the page that is final.
+func (w *Worker) processPage(ctx context.Context, events []Event) error {
+	prog := &pageProgress{w: w, events: events, done: make([]bool, len(events))}
+	sem := make(chan struct{}, w.opts.Concurrency)
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	var firstErr error
+	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
+	for _, chain := range byRecipient(events) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, i := range chain {
+				select {
+				case sem <- struct{}{}:
+				case <-ctx.Done():
+					fail(errStopped)
+					return
+				}
+				rec, err := w.deliver(ctx, events[i])
+				if err == nil {
+					err = prog.finish(i, rec)
+				}
+				<-sem
+				if err != nil {
+					fail(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+type pageProgress struct {
+	w      *Worker
+	mu     sync.Mutex
+	events []Event
+	done   []bool
+	prefix int // events[:prefix] are final and the cursor is at events[prefix-1]
+}
+
+// finish records event i's final delivery (nil: it was already final) and, when it completes the
+// finished prefix, moves the cursor in the same transaction.
+func (p *pageProgress) finish(i int, rec *store.Delivery) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done[i] = true
+	old := p.prefix
+	for p.prefix < len(p.done) && p.done[p.prefix] {
+		p.prefix++
+	}
+	cursor := ""
+	if p.prefix > old {
+		cursor = p.events[p.prefix-1].ID
+	}
+	now := p.w.opts.Now()
+	if rec != nil {
+		return p.w.store.Save(*rec, cursor, now)
+	}
+	if cursor != "" {
+		return p.w.store.SetCursor(cursor, now)
+	}
+	return nil
+}
+
+// byRecipient splits a page into chains of event indexes, one per recipient, each in event
+// order, so two emails to one person never overtake each other.
+func byRecipient(events []Event) [][]int {
+	chains := map[string]int{}
+	var out [][]int
+	for i, ev := range events {
+		key := "event:" + ev.ID
+		if ref, err := parseEventData(ev.Data); err == nil && ref.Email != "" {
+			key = "to:" + strings.ToLower(ref.Email)
+		}
+		c, ok := chains[key]
+		if !ok {
+			c = len(out)
+			chains[key] = c
+			out = append(out, nil)
+		}
+		out[c] = append(out[c], i)
+	}
+	return out
+}
+
+// eventRef is the part of an event's data the worker reads. Events carry no secrets.
+type eventRef struct {
+	ID             string `json:"id"`
+	Email          string `json:"email"`
+	OrganizationID string `json:"organization_id"`
+}
+
+func parseEventData(data json.RawMessage) (eventRef, error) {
+	var ref eventRef
+	if err := json.Unmarshal(data, &ref); err != nil {
+		return ref, fmt.Errorf("event data is not a JSON object: %w", err)
+	}
+	if !validObjectID.MatchString(ref.ID) {
+		return ref, fmt.Errorf("event data has no valid object id (%q)", truncate(ref.ID, 80))
+	}
+	return ref, nil
+}
+
+type outcome int
+
+const (
+	final outcome = iota
+	retry
+	paused
+)
+
+type result struct {
+	outcome    outcome
+	reason     string
+	retryAfter time.Duration
+}
+
+func finalAs(rec *store.Delivery, state store.State, reason string) result {
+	rec.State = state
+	rec.Reason = reason
+	return result{outcome: final}
+}
+
+// deliver takes one event to a final state. It returns nil when the store already had a final
+// record, errStopped when ctx ended first, or a store error.
+func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error) {
+	rec, found, err := w.store.Delivery(ev.ID)
+	if err != nil {
+		return nil, err
+	}
+	if found && rec.State.Final() {
+		return nil, nil
+	}
+	if !found {
+		rec = store.Delivery{EventID: ev.ID, Kind: EventKinds[ev.Type], State: store.Pending,
+			EventCreatedAt: ev.CreatedAt, FirstSeenAt: w.opts.Now()}
+	}
+	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", rec.Kind))
+	for {
+		if ctx.Err() != nil {
+			return nil, errStopped
+		}
+		var res result
+		if rec.Attempts >= w.opts.MaxAttempts {
+			res = finalAs(&rec, store.Dead, fmt.Sprintf("gave up after %d attempts: %s", rec.Attempts, rec.Reason))
+		} else {
+			res, err = w.attempt(ctx, ev, &rec, log)
+			if err != nil {
+				return nil, err
+			}
+		}
+		rec.UpdatedAt = w.opts.Now()
+		switch res.outcome {
+		case final:
+			w.paused.Store(false)
+			logFinal(log, &rec)
+			return &rec, nil
+		case retry:
+			rec.State, rec.Reason = store.Pending, res.reason
+			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
+				return nil, err
+			}
+			delay := w.backoff(rec.Attempts, res.retryAfter)
+			log.Warn("delivery failed; will retry", zap.String("reason", res.reason),
+				zap.Int("attempts", rec.Attempts), zap.Duration("retry_in", delay))
+			if !sleep(ctx, delay) {
+				return nil, errStopped
+			}
+		case paused:
+			w.paused.Store(true)
+			rec.Attempts-- // the account, not this message, failed
+			rec.State, rec.Reason = store.Pending, res.reason
+			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
+				return nil, err
+			}
+			delay := jitter(w.opts.PausedRetry)
+			log.Error("SES refuses to send for the whole account: sending is paused; fix the account, then it resumes by itself",
+				zap.String("reason", res.reason), zap.Duration("retry_in", delay))
+			if !sleep(ctx, delay) {
+				return nil, errStopped
+			}
+		}
+	}
+}
+
+func logFinal(log *zap.Logger, rec *store.Delivery) {
+	fields := []zap.Field{zap.String("state", string(rec.State)), zap.Int("attempts", rec.Attempts)}
+	if rec.Reason != "" {
+		fields = append(fields, zap.String("reason", rec.Reason))
+	}
+	if rec.MessageID != "" {
+		fields = append(fields, zap.String("message_id", rec.MessageID))
+	}
+	switch rec.State {
+	case store.Sent, store.Skipped:
+		log.Info("delivery done", fields...)
+	default:
+		log.Error("delivery failed for good", fields...)
+	}
+}
+
+// attempt makes one try: resolve, validate, render, send. It changes rec's state for final
+// outcomes, and writes the sending record durably before the send. Its error is a store error.
+func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log *zap.Logger) (result, error) {
+	now := w.opts.Now()
+	switch {
+	case rec.Kind == "":
+		return finalAs(rec, store.Skipped, fmt.Sprintf("event type %q is not handled", truncate(ev.Type, 80))), nil
+	case !w.enabled[rec.Kind]:
+		return finalAs(rec, store.Skipped, "kind "+rec.Kind+" is not enabled in events.enabled"), nil
+	case w.opts.MaxEventAge > 0 && now.Sub(ev.CreatedAt) > w.opts.MaxEventAge:
+		return finalAs(rec, store.Skipped, "event is older than delivery.max_event_age"), nil
+	}
+	ref, err := parseEventData(ev.Data)
+	if err != nil {
+		return finalAs(rec, store.Dead, err.Error()), nil
+	}
+
+	rec.Attempts++
+	obj, err := w.workos.Resolve(ctx, rec.Kind, ref.ID)
+	if err != nil {
+		return w.workosFailure(ctx, rec, err, "object "+ref.ID+" not found (deleted or no longer available)"), nil
+	}
+	switch {
+	case obj.ObjectID != ref.ID:
+		return finalAs(rec, store.Dead, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), ref.ID)), nil
+	case ref.Email != "" && !strings.EqualFold(obj.Email, ref.Email):
+		return finalAs(rec, store.Dead, "the object's email differs from the event's; not sent"), nil
+	case rec.Kind == mailer.KindInvitation && obj.State != "pending":
+		return finalAs(rec, store.Skipped, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
+	case !now.Before(obj.ExpiresAt):
+		return finalAs(rec, store.Skipped, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
+	}
+	to, err := mailer.ParseRecipient(obj.Email)
+	if err != nil {
+		return finalAs(rec, store.Dead, "invalid recipient: "+err.Error()), nil
+	}
+	log.Debug("resolved", zap.String("to", to), zap.Time("expires_at", obj.ExpiresAt))
+
+	data, res, ok := w.templateData(ctx, rec, ref, obj, now)
+	if !ok {
+		return res, nil
+	}
+	rendered, err := w.renderer.Render(data)
+	if err != nil {
+		return finalAs(rec, store.Dead, err.Error()), nil
+	}
+
+	rec.State, rec.Reason = store.Sending, ""
+	rec.UpdatedAt = now
+	if err := w.store.Save(*rec, "", now); err != nil {
+		return result{}, err
+	}
+	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
+	msgID, err := w.sender.Send(context.WithoutCancel(ctx), mailer.Message{
+		To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
+		EventID: ev.ID, Kind: rec.Kind, Date: now,
+	})
+	if err == nil {
+		rec.MessageID = msgID
+		return finalAs(rec, store.Sent, ""), nil
+	}
+	switch mailer.ClassOf(err) {
+	case mailer.Permanent:
+		return finalAs(rec, store.Dead, err.Error()), nil
+	case mailer.Retry:
+		return result{outcome: retry, reason: err.Error()}, nil
+	case mailer.Paused:
+		return result{outcome: paused, reason: err.Error()}, nil
+	default:
+		if w.opts.OnAmbiguous == OnAmbiguousResend {
+			log.Warn("send outcome unknown; will send again (on_ambiguous: resend)", zap.Error(err))
+			return result{outcome: retry, reason: "outcome unknown: " + err.Error()}, nil
+		}
+		return finalAs(rec, store.Ambiguous, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
+	}
+}
+
+// workosFailure classifies a failed WorkOS call made for rec.
+func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err error, notFound string) result {
+	var apiErr *APIError
+	switch {
+	case ctx.Err() != nil:
+		rec.Attempts-- // interrupted by shutdown, not a failure
+		return result{outcome: retry, reason: "interrupted"}
+	case errors.As(err, &apiErr) && apiErr.NotFound():
+		return finalAs(rec, store.Skipped, notFound)
+	case errors.As(err, &apiErr) && !apiErr.Retryable():
+		return finalAs(rec, store.Dead, err.Error())
+	}
+	return result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err)}
+}
+
+// templateData gathers what the templates show. When ok is false, res says what to do instead.
+func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref eventRef, obj Resolved, now time.Time) (data mailer.Data, res result, ok bool) {
+	data = mailer.Data{Kind: rec.Kind, Brand: w.opts.Brand, Email: obj.Email, ExpiresAt: obj.ExpiresAt, Now: now}
+	switch rec.Kind {
+	case mailer.KindMagicAuth, mailer.KindEmailVerification:
+		if obj.Code == "" {
+			return data, finalAs(rec, store.Dead, "WorkOS returned no code"), false
+		}
+		data.Code = obj.Code
+	case mailer.KindInvitation, mailer.KindPasswordReset:
+		tmpl := w.opts.PasswordResetURL
+		if rec.Kind == mailer.KindInvitation {
+			tmpl = w.opts.InvitationURL
+		}
+		link, err := buildLink(tmpl, obj)
+		if err != nil {
+			return data, finalAs(rec, store.Dead, err.Error()), false
+		}
+		data.Link = link
+	}
+	if rec.Kind != mailer.KindInvitation {
+		return data, res, true
+	}
+	if id := obj.OrganizationID; id != "" && validObjectID.MatchString(id) {
+		name, err := w.workos.OrganizationName(ctx, id)
+		if err != nil && !isNotFound(err) {
+			return data, w.workosFailure(ctx, rec, err, ""), false
+		}
+		data.OrganizationName = name
+	}
+	if id := obj.InviterUserID; id != "" && validObjectID.MatchString(id) {
+		p, err := w.workos.User(ctx, id)
+		if err != nil && !isNotFound(err) {
+			return data, w.workosFailure(ctx, rec, err, ""), false
+		}
+		data.InviterName, data.InviterEmail = p.Name, p.Email
+	}
+	return data, res, true
+}
+
+func isNotFound(err error) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.NotFound()
+}
+
+// buildLink fills the configured URL template with the query-escaped token, or falls back to the
+// URL WorkOS built. Errors never include the token or the URL.
+func buildLink(tmpl *template.Template, obj Resolved) (string, error) {
+	link := obj.Link
+	if tmpl != nil {
+		if obj.Token == "" {
+			return "", errors.New("WorkOS returned no token for the configured link")
+		}
+		var b bytes.Buffer
+		if err := tmpl.Execute(&b, struct{ Token string }{url.QueryEscape(obj.Token)}); err != nil {
+			return "", errors.New("the configured link template failed to render")
+		}
+		link = b.String()
+	}
+	if link == "" {
+		return "", errors.New("WorkOS returned no link and none is configured under links.*")
+	}
+	u, err := url.Parse(link)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", errors.New("the link is not an absolute http(s) URL")
+	}
+	return link, nil
+}
+
+func retryAfterOf(err error) time.Duration {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.RetryAfter
+	}
+	return 0
+}
+
+// backoff is the wait before try number attempt+1: exponential from RetryBase, capped at
+// RetryMax, jittered so many events do not retry in lockstep, and never shorter than a server's
+// Retry-After.
+func (w *Worker) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	d := w.opts.RetryMax
+	if attempt < 30 {
+		if exp := w.opts.RetryBase << max(attempt-1, 0); exp > 0 && exp < d {
+			d = exp
+		}
+	}
+	d = jitter(d)
+	if retryAfter > d {
+		d = retryAfter
+	}
+	return d
+}
+
+// jitter returns a duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx ends; it reports whether the full wait happened.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,278 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos/workos-go/v4/pkg/events"
+	"github.com/workos/workos-go/v4/pkg/organizations"
+	"github.com/workos/workos-go/v4/pkg/usermanagement"
+	"github.com/workos/workos-go/v4/pkg/workos_errors"
+)
+
+// Event is a WorkOS event as the worker needs it.
+type Event struct {
+	ID        string
+	Type      string
+	CreatedAt time.Time
+	Data      json.RawMessage
+}
+
+// ListRequest asks for the page after After, or from Since when After is empty.
+type ListRequest struct {
+	After string
+	Since time.Time
+	Limit int
+	Types []string
+}
+
+// Page is one page of the event stream, oldest first.
+type Page struct {
+	Events []Event
+}
+
+// Resolved holds what a Get endpoint returned. Code, Token and Link are secrets: they live only
+// for one send and the String method keeps them out of any accidental %v.
+type Resolved struct {
+	ObjectID       string
+	Email          string
+	ExpiresAt      time.Time
+	State          string
+	OrganizationID string
+	InviterUserID  string
+	Code           string
+	Token          string
+	Link           string
+}
+
+// String redacts the secret fields.
+func (r Resolved) String() string {
+	return fmt.Sprintf("Resolved{ObjectID:%s State:%s ExpiresAt:%s secrets:redacted}", r.ObjectID, r.State, r.ExpiresAt.Format(time.RFC3339))
+}
+
+// GoString redacts like String, for %#v.
+func (r Resolved) GoString() string { return r.String() }
+
+// Person is a WorkOS user as shown in an email.
+type Person struct {
+	Name  string
+	Email string
+}
+
+// WorkOS is what the worker needs from the WorkOS API. Errors it returns may be *APIError.
+type WorkOS interface {
+	ListEvents(ctx context.Context, req ListRequest) (Page, error)
+	// Resolve fetches the object an event of the given kind refers to, with its secret parts.
+	Resolve(ctx context.Context, kind, objectID string) (Resolved, error)
+	OrganizationName(ctx context.Context, id string) (string, error)
+	User(ctx context.Context, id string) (Person, error)
+}
+
+// APIError is a failed WorkOS call, classified.
+type APIError struct {
+	Status     int // 0 when no HTTP answer came back
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *APIError) Error() string { return e.Err.Error() }
+func (e *APIError) Unwrap() error { return e.Err }
+
+// NotFound reports whether the object does not exist (any more).
+func (e *APIError) NotFound() bool { return e.Status == http.StatusNotFound }
+
+// Retryable reports whether trying again later can succeed: throttling, server errors, network
+// failures, and auth failures (an operator may be rotating the key).
+func (e *APIError) Retryable() bool {
+	switch {
+	case e.Status == 0, e.Status == http.StatusTooManyRequests, e.Status >= 500,
+		e.Status == http.StatusUnauthorized, e.Status == http.StatusForbidden,
+		e.Status == http.StatusRequestTimeout:
+		return true
+	}
+	return false
+}
+
+// WorkOSClient talks to the WorkOS API through the official workos-go clients.
+type WorkOSClient struct {
+	events *events.Client
+	um     *usermanagement.Client
+	orgs   *organizations.Client
+}
+
+// NewWorkOSClient builds the SDK clients. workos-go drops response headers, so the HTTP
+// transport is wrapped to read Retry-After from 429 and 503 answers.
+func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClient {
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	hc := &http.Client{Timeout: timeout, Transport: retryAfterTransport{base: http.DefaultTransport}}
+	base := strings.TrimRight(baseURL, "/")
+	um := usermanagement.NewClient(apiKey)
+	um.Endpoint = base
+	um.HTTPClient = hc
+	return &WorkOSClient{
+		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
+		um:     um,
+		orgs:   &organizations.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
+	}
+}
+
+type retryHintKey struct{}
+
+type retryHint struct{ after time.Duration }
+
+type retryAfterTransport struct{ base http.RoundTripper }
+
+func (t retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+		if h, ok := req.Context().Value(retryHintKey{}).(*retryHint); ok {
+			h.after = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		}
+	}
+	return resp, err
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; anything else is no hint.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		if secs > 24*3600 {
+			secs = 24 * 3600
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// call runs one SDK call and classifies its error.
+func call[T any](ctx context.Context, what string, fn func(context.Context) (T, error)) (T, error) {
+	hint := &retryHint{}
+	v, err := fn(context.WithValue(ctx, retryHintKey{}, hint))
+	if err == nil {
+		return v, nil
+	}
+	apiErr := &APIError{RetryAfter: hint.after, Err: fmt.Errorf("WorkOS %s: %w", what, err)}
+	var httpErr workos_errors.HTTPError
+	if errors.As(err, &httpErr) {
+		apiErr.Status = httpErr.Code
+		// HTTPError.Error may echo fields of the body; keep only status, code and request id.
+		apiErr.Err = fmt.Errorf("WorkOS %s: %s (code %q, request id %q)", what, httpErr.Status, httpErr.ErrorCode, httpErr.RequestID)
+	} else if errors.As(err, new(*json.SyntaxError)) || errors.As(err, new(*json.UnmarshalTypeError)) {
+		// A 2xx with a body we cannot read: likely a proxy or a truncated answer.
+		apiErr.Status = http.StatusBadGateway
+	}
+	return v, apiErr
+}
+
+// ListEvents fetches one page of events.
+func (c *WorkOSClient) ListEvents(ctx context.Context, req ListRequest) (Page, error) {
+	opts := events.ListEventsOpts{Events: req.Types, Limit: req.Limit, After: req.After}
+	if req.After == "" && !req.Since.IsZero() {
+		opts.RangeStart = req.Since.UTC().Format(time.RFC3339Nano)
+	}
+	resp, err := call(ctx, "list events", func(ctx context.Context) (events.ListEventsResponse, error) {
+		return c.events.ListEvents(ctx, opts)
+	})
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Events: make([]Event, 0, len(resp.Data))}
+	for _, e := range resp.Data {
+		page.Events = append(page.Events, Event{ID: e.ID, Type: e.Event, CreatedAt: e.CreatedAt, Data: e.Data})
+	}
+	return page, nil
+}
+
+// Resolve fetches the object behind an event of kind.
+func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, error) {
+	switch kind {
+	case mailer.KindInvitation:
+		inv, err := call(ctx, "get invitation", func(ctx context.Context) (usermanagement.Invitation, error) {
+			return c.um.GetInvitation(ctx, usermanagement.GetInvitationOpts{Invitation: id})
+		})
+		if err != nil {
+			return Resolved{}, err
+		}
+		return withExpiry(Resolved{
+			ObjectID: inv.ID, Email: inv.Email, State: string(inv.State),
+			OrganizationID: inv.OrganizationID, InviterUserID: inv.InviterUserID,
+			Token: inv.Token, Link: inv.AcceptInvitationUrl,
+		}, inv.ExpiresAt)
+	case mailer.KindMagicAuth:
+		ma, err := call(ctx, "get magic auth", func(ctx context.Context) (usermanagement.MagicAuth, error) {
+			return c.um.GetMagicAuth(ctx, usermanagement.GetMagicAuthOpts{MagicAuth: id})
+		})
+		if err != nil {
+			return Resolved{}, err
+		}
+		return withExpiry(Resolved{ObjectID: ma.ID, Email: ma.Email, Code: ma.Code}, ma.ExpiresAt)
+	case mailer.KindEmailVerification:
+		ev, err := call(ctx, "get email verification", func(ctx context.Context) (usermanagement.EmailVerification, error) {
+			return c.um.GetEmailVerification(ctx, usermanagement.GetEmailVerificationOpts{EmailVerification: id})
+		})
+		if err != nil {
+			return Resolved{}, err
+		}
+		return withExpiry(Resolved{ObjectID: ev.ID, Email: ev.Email, Code: ev.Code}, ev.ExpiresAt)
+	case mailer.KindPasswordReset:
+		pr, err := call(ctx, "get password reset", func(ctx context.Context) (usermanagement.PasswordReset, error) {
+			return c.um.GetPasswordReset(ctx, usermanagement.GetPasswordResetOpts{PasswordReset: id})
+		})
+		if err != nil {
+			return Resolved{}, err
+		}
+		return withExpiry(Resolved{ObjectID: pr.ID, Email: pr.Email, Token: pr.PasswordResetToken, Link: pr.PasswordResetUrl}, pr.ExpiresAt)
+	}
+	return Resolved{}, fmt.Errorf("no WorkOS resolver for kind %q", kind)
+}
+
+func withExpiry(r Resolved, expiresAt string) (Resolved, error) {
+	t, err := time.Parse(time.RFC3339Nano, expiresAt)
+	if err != nil {
+		return Resolved{}, &APIError{Status: http.StatusUnprocessableEntity,
+			Err: fmt.Errorf("WorkOS object %s has no valid expires_at (%q)", r.ObjectID, expiresAt)}
+	}
+	r.ExpiresAt = t
+	return r, nil
+}
+
+// OrganizationName returns the organization's display name.
+func (c *WorkOSClient) OrganizationName(ctx context.Context, id string) (string, error) {
+	org, err := call(ctx, "get organization", func(ctx context.Context) (organizations.Organization, error) {
+		return c.orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: id})
+	})
+	return org.Name, err
+}
+
+// User returns a user's name and email.
+func (c *WorkOSClient) User(ctx context.Context, id string) (Person, error) {
+	u, err := call(ctx, "get user", func(ctx context.Context) (usermanagement.User, error) {
+		return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
+	})
+	if err != nil {
+		return Person{}, err
+	}
+	return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email}, nil
+}
+
+// validObjectID guards the SDK, which pastes IDs into URL paths unescaped.
+var validObjectID = regexp.MustCompile(`^[a-z][a-z_]*_[0-9A-Za-z]{1,64}$`)
