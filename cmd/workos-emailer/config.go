@@ -1,0 +1,382 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/worker"
+)
+
+// Config mirrors the YAML keys of CONTRACT.md.
+type Config struct {
+	WorkOS struct {
+		APIKey       string        `mapstructure:"api_key"`
+		BaseURL      string        `mapstructure:"base_url"`
+		PollInterval time.Duration `mapstructure:"poll_interval"`
+		PageSize     int           `mapstructure:"page_size"`
+		Start        string        `mapstructure:"start"`
+	} `mapstructure:"workos"`
+	Store struct {
+		Path      string        `mapstructure:"path"`
+		Retention time.Duration `mapstructure:"retention"`
+	} `mapstructure:"store"`
+	Mailer struct {
+		Driver  string `mapstructure:"driver"`
+		From    string `mapstructure:"from"`
+		ReplyTo string `mapstructure:"reply_to"`
+		SES     struct {
+			Region           string  `mapstructure:"region"`
+			Endpoint         string  `mapstructure:"endpoint"`
+			ConfigurationSet string  `mapstructure:"configuration_set"`
+			MaxSendRate      float64 `mapstructure:"max_send_rate"`
+		} `mapstructure:"ses"`
+		File struct {
+			Dir string `mapstructure:"dir"`
+		} `mapstructure:"file"`
+	} `mapstructure:"mailer"`
+	Delivery struct {
+		Concurrency int           `mapstructure:"concurrency"`
+		MaxAttempts int           `mapstructure:"max_attempts"`
+		MaxEventAge time.Duration `mapstructure:"max_event_age"`
+		OnAmbiguous string        `mapstructure:"on_ambiguous"`
+	} `mapstructure:"delivery"`
+	Events struct {
+		Enabled []string `mapstructure:"enabled"`
+	} `mapstructure:"events"`
+	Templates struct {
+		Dir           string            `mapstructure:"dir"`
+		DefaultLocale string            `mapstructure:"default_locale"`
+		OrgLocales    map[string]string `mapstructure:"org_locales"`
+	} `mapstructure:"templates"`
+	Links struct {
+		InvitationURL    string `mapstructure:"invitation_url"`
+		PasswordResetURL string `mapstructure:"password_reset_url"`
+	} `mapstructure:"links"`
+	Brand struct {
+		Name         string `mapstructure:"name"`
+		LogoURL      string `mapstructure:"logo_url"`
+		PrimaryColor string `mapstructure:"primary_color"`
+		SupportEmail string `mapstructure:"support_email"`
+	} `mapstructure:"brand"`
+	Admin struct {
+		Listen string `mapstructure:"listen"`
+	} `mapstructure:"admin"`
+	Log struct {
+		Level  string `mapstructure:"level"`
+		Format string `mapstructure:"format"`
+	} `mapstructure:"log"`
+
+	// Derived by validate.
+	startSince     time.Time
+	invitationURL  *template.Template
+	passwordURL    *template.Template
+	logLevel       zapcore.Level
+	configFileUsed string
+}
+
+func defaults(v *viper.Viper) {
+	storePath := "./workos-emailer.db"
+	if dir := os.Getenv("STATE_DIRECTORY"); dir != "" {
+		// systemd may pass several directories separated by colons; the first is ours.
+		storePath = strings.Split(dir, ":")[0] + "/state.db"
+	}
+	for k, val := range map[string]any{
+		"workos.api_key": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
+		"workos.page_size": 100, "workos.start": "now",
+		"store.path": storePath, "store.retention": "45d",
+		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "",
+		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
+		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
+		"delivery.concurrency": 8, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
+		"delivery.on_ambiguous": worker.OnAmbiguousHold,
+		"events.enabled":        mailer.CoreKinds,
+		"templates.dir":         "", "templates.default_locale": "en", "templates.org_locales": map[string]string{},
+		"links.invitation_url": "", "links.password_reset_url": "",
+		"brand.name": "", "brand.logo_url": "", "brand.primary_color": "", "brand.support_email": "",
+		"admin.listen": "127.0.0.1:9464",
+		"log.level":    "info", "log.format": "json",
+	} {
+		v.SetDefault(k, val)
+	}
+}
+
+// configError is invalid configuration: exit code 2.
+type configError struct{ err error }
+
+func (e configError) Error() string { return "invalid configuration: " + e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
+
+func keyErr(key, format string, args ...any) error {
+	return configError{fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...))}
+}
+
+// loadConfig reads the file (explicit path, ./config.yaml, /etc/workos-emailer/config.yaml, or
+// none) and the environment, then validates.
+func loadConfig(path string, explicit bool) (*Config, error) {
+	v := viper.New()
+	defaults(v)
+	v.SetEnvPrefix("WORKOS_EMAILER")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if err := v.BindEnv("workos.api_key", "WORKOS_EMAILER_WORKOS_API_KEY", "WORKOS_API_KEY"); err != nil {
+		return nil, err
+	}
+	file := ""
+	if explicit {
+		file = path
+	} else {
+		for _, candidate := range []string{"./config.yaml", "/etc/workos-emailer/config.yaml"} {
+			if _, err := os.Stat(candidate); err == nil {
+				file = candidate
+				break
+			}
+		}
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, configError{fmt.Errorf("read config file %s: %w", file, err)}
+		}
+	}
+	var cfg Config
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		durationWithDaysHook, mapstructure.StringToSliceHookFunc(","))))
+	if err != nil {
+		return nil, configError{fmt.Errorf("%s: %w", orDefault(file, "environment"), err)}
+	}
+	cfg.configFileUsed = file
+	return &cfg, cfg.validate()
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+var daysPrefix = regexp.MustCompile(`^(\d+)d(.*)$`)
+
+// parseDuration accepts Go durations plus a leading day count, e.g. "45d" or "1d12h".
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if m := daysPrefix.FindStringSubmatch(s); m != nil {
+		days, err := strconv.Atoi(m[1])
+		if err != nil || days > 100000 {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		d := time.Duration(days) * 24 * time.Hour
+		if m[2] != "" {
+			rest, err := time.ParseDuration(m[2])
+			if err != nil {
+				return 0, fmt.Errorf("invalid duration %q", s)
+			}
+			d += rest
+		}
+		return d, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (use Go syntax like 90s, 10m, 12h, or days like 45d)", s)
+	}
+	return d, nil
+}
+
+func durationWithDaysHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(time.Duration(0)) || from.Kind() != reflect.String {
+		return data, nil
+	}
+	return parseDuration(data.(string))
+}
+
+var hexColor = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)
+
+// validate checks every key and fills the derived fields. Errors name the key.
+func (c *Config) validate() error {
+	u, err := url.Parse(c.WorkOS.BaseURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return keyErr("workos.base_url", "must be an http(s) URL, got %q", c.WorkOS.BaseURL)
+	}
+	if c.WorkOS.PollInterval <= 0 {
+		return keyErr("workos.poll_interval", "must be positive")
+	}
+	if c.WorkOS.PageSize < 1 || c.WorkOS.PageSize > 100 {
+		return keyErr("workos.page_size", "must be between 1 and 100, got %d", c.WorkOS.PageSize)
+	}
+	switch c.WorkOS.Start {
+	case "now", "oldest":
+	default:
+		t, err := time.Parse(time.RFC3339, c.WorkOS.Start)
+		if err != nil {
+			return keyErr("workos.start", "must be now, oldest or an RFC 3339 time, got %q", c.WorkOS.Start)
+		}
+		c.startSince = t
+	}
+	if c.Store.Path == "" {
+		return keyErr("store.path", "must not be empty")
+	}
+	if c.Store.Retention <= 0 {
+		return keyErr("store.retention", "must be positive")
+	}
+	switch c.Mailer.Driver {
+	case "ses":
+		if c.Mailer.From == "" {
+			return keyErr("mailer.from", "is required for the ses driver, e.g. \"Acme <no-reply@acme.com>\"")
+		}
+		if c.Mailer.SES.Endpoint != "" {
+			if u, err := url.Parse(c.Mailer.SES.Endpoint); err != nil || u.Host == "" {
+				return keyErr("mailer.ses.endpoint", "must be a URL, got %q", c.Mailer.SES.Endpoint)
+			}
+		}
+	case "file":
+		if c.Mailer.File.Dir == "" {
+			return keyErr("mailer.file.dir", "must not be empty")
+		}
+	case "log":
+	default:
+		return keyErr("mailer.driver", "must be ses, file or log, got %q", c.Mailer.Driver)
+	}
+	if c.Mailer.From == "" {
+		c.Mailer.From = "workos-emailer <no-reply@localhost>"
+	}
+	if _, err := mailer.ParseSender(c.Mailer.From); err != nil {
+		return keyErr("mailer.from", "%v", err)
+	}
+	if c.Mailer.ReplyTo != "" {
+		if _, err := mailer.ParseSender(c.Mailer.ReplyTo); err != nil {
+			return keyErr("mailer.reply_to", "%v", err)
+		}
+	}
+	if c.Mailer.SES.MaxSendRate < 0 {
+		return keyErr("mailer.ses.max_send_rate", "must not be negative")
+	}
+	if c.Delivery.Concurrency < 1 || c.Delivery.Concurrency > 256 {
+		return keyErr("delivery.concurrency", "must be between 1 and 256, got %d", c.Delivery.Concurrency)
+	}
+	if c.Delivery.MaxAttempts < 1 {
+		return keyErr("delivery.max_attempts", "must be at least 1")
+	}
+	if c.Delivery.MaxEventAge < 0 {
+		return keyErr("delivery.max_event_age", "must not be negative")
+	}
+	if c.Delivery.OnAmbiguous != worker.OnAmbiguousHold && c.Delivery.OnAmbiguous != worker.OnAmbiguousResend {
+		return keyErr("delivery.on_ambiguous", "must be hold or resend, got %q", c.Delivery.OnAmbiguous)
+	}
+	if len(c.Events.Enabled) == 0 {
+		return keyErr("events.enabled", "must name at least one kind")
+	}
+	for _, k := range c.Events.Enabled {
+		if !slices.Contains(mailer.CoreKinds, k) {
+			return keyErr("events.enabled", "unknown or not yet supported kind %q (supported: %s)", k, strings.Join(mailer.CoreKinds, ", "))
+		}
+	}
+	if c.Templates.Dir != "" {
+		return keyErr("templates.dir", "custom template directories are not supported by this version yet")
+	}
+	if c.invitationURL, err = linkTemplate("links.invitation_url", c.Links.InvitationURL); err != nil {
+		return err
+	}
+	if c.passwordURL, err = linkTemplate("links.password_reset_url", c.Links.PasswordResetURL); err != nil {
+		return err
+	}
+	if c.Brand.LogoURL != "" {
+		if err := checkPublicURL(c.Brand.LogoURL); err != nil {
+			return keyErr("brand.logo_url", "%v", err)
+		}
+	}
+	if c.Brand.PrimaryColor != "" && !hexColor.MatchString(c.Brand.PrimaryColor) {
+		return keyErr("brand.primary_color", "must be a hex color like #4f46e5, got %q", c.Brand.PrimaryColor)
+	}
+	if c.Brand.SupportEmail != "" {
+		if _, err := mailer.ParseRecipient(c.Brand.SupportEmail); err != nil {
+			return keyErr("brand.support_email", "%v", err)
+		}
+	}
+	if strings.ContainsAny(c.Brand.Name, "\r\n") {
+		return keyErr("brand.name", "must be one line")
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			return keyErr("admin.listen", "must be host:port, got %q", c.Admin.Listen)
+		}
+	}
+	if c.logLevel, err = zapcore.ParseLevel(c.Log.Level); err != nil {
+		return keyErr("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		return keyErr("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// requireAPIKey is checked only by commands that talk to WorkOS.
+func (c *Config) requireAPIKey() error {
+	if c.WorkOS.APIKey == "" {
+		return keyErr("workos.api_key", "is required: set WORKOS_API_KEY (or workos.api_key in the config file)")
+	}
+	return nil
+}
+
+// checkPublicURL accepts https URLs, and http only for localhost (development).
+func checkPublicURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return errors.New("must be an absolute URL")
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && (u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1"):
+		return nil
+	}
+	return errors.New("must use https (http is allowed only for localhost)")
+}
+
+// linkTemplate parses a links.* template and checks it with a sample token.
+func linkTemplate(key, s string) (*template.Template, error) {
+	if s == "" {
+		return nil, nil
+	}
+	t, err := template.New(key).Option("missingkey=error").Parse(s)
+	if err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&b, struct{ Token string }{"sample-token"}); err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	if !strings.Contains(b.String(), "sample-token") {
+		return nil, keyErr(key, "must contain {{.Token}}")
+	}
+	if err := checkPublicURL(b.String()); err != nil {
+		return nil, keyErr(key, "%v", err)
+	}
+	return t, nil
+}
+
+// startSince is where a store without a cursor begins: now, the oldest event (zero), or a time.
+func startSince(c *Config) time.Time {
+	switch c.WorkOS.Start {
+	case "now":
+		return time.Now()
+	case "oldest":
+		return time.Time{}
+	}
+	return c.startSince
+}

@@ -1,0 +1,362 @@
+// Package fakeworkos is an in-memory WorkOS API that speaks the real wire format for the parts
+// workos-emailer uses: the Events API and the Get endpoints of User Management. It backs the
+// demo and the tests; Intercept lets a test inject faults.
+package fakeworkos
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Server is a fake WorkOS API. Use New, then Start or Handler.
+type Server struct {
+	APIKey string
+	// Intercept, when set, sees every request first; returning true means it wrote the answer.
+	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// Now is the clock used for created_at; defaults to time.Now.
+	Now func() time.Time
+
+	mu       sync.Mutex
+	seq      int
+	events   []event
+	objects  map[string]map[string]any // id -> full object, secrets included
+	requests map[string]int
+	httpSrv  *httptest.Server
+}
+
+type event struct {
+	ID        string
+	Type      string
+	ObjectID  string
+	CreatedAt time.Time
+	// Data overrides the object snapshot (tests of malformed events).
+	Data json.RawMessage
+}
+
+// Secret fields the Get endpoints return and events leave out.
+var secretFields = []string{"token", "accept_invitation_url", "code", "password_reset_token", "password_reset_url"}
+
+// New returns an empty fake that accepts apiKey.
+func New(apiKey string) *Server {
+	return &Server{APIKey: apiKey, Now: time.Now, objects: map[string]map[string]any{}, requests: map[string]int{}}
+}
+
+// Start serves on a loopback port; Close stops it.
+func (s *Server) Start() string {
+	s.httpSrv = httptest.NewServer(s)
+	return s.httpSrv.URL
+}
+
+// Close stops a started server.
+func (s *Server) Close() {
+	if s.httpSrv != nil {
+		s.httpSrv.Close()
+	}
+}
+
+// id returns a new sortable identifier with a WorkOS-style prefix.
+func (s *Server) id(prefix string) string {
+	s.seq++
+	return fmt.Sprintf("%s_01%024d", prefix, s.seq)
+}
+
+func ts(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// Invitation describes an invitation to add.
+type Invitation struct {
+	Email          string
+	State          string // default pending
+	ExpiresAt      time.Time
+	OrganizationID string
+	InviterUserID  string
+}
+
+// AddInvitation creates an invitation and its invitation.created event. It returns the event
+// id, the invitation id and its token.
+func (s *Server) AddInvitation(inv Invitation) (eventID, objectID, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	if inv.State == "" {
+		inv.State = "pending"
+	}
+	objectID = s.id("invitation")
+	token = "tok" + strings.ToUpper(objectID[len(objectID)-12:]) + "inv"
+	obj := map[string]any{
+		"object": "invitation", "id": objectID, "email": inv.Email, "state": inv.State,
+		"accepted_at": nil, "revoked_at": nil, "expires_at": ts(inv.ExpiresAt),
+		"organization_id": nilIfEmpty(inv.OrganizationID), "inviter_user_id": nilIfEmpty(inv.InviterUserID),
+		"accepted_user_id": nil, "created_at": ts(now), "updated_at": ts(now),
+		"token":                 token,
+		"accept_invitation_url": "https://auth.example.com/invite?invitation_token=" + token,
+	}
+	if inv.State == "revoked" {
+		obj["revoked_at"] = ts(now)
+	}
+	s.objects[objectID] = obj
+	return s.addEvent("invitation.created", objectID, now), objectID, token
+}
+
+// AddCode creates a magic_auth or email_verification object with a code and its created event.
+func (s *Server) AddCode(kind, email, userID string, expiresAt time.Time) (eventID, objectID, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	objectID = s.id(kind)
+	code = fmt.Sprintf("%06d", (s.seq*7919+104729)%1000000)
+	s.objects[objectID] = map[string]any{
+		"object": kind, "id": objectID, "user_id": userID, "email": email,
+		"expires_at": ts(expiresAt), "created_at": ts(now), "updated_at": ts(now), "code": code,
+	}
+	return s.addEvent(kind+".created", objectID, now), objectID, code
+}
+
+// AddPasswordReset creates a password reset and its password_reset.created event.
+func (s *Server) AddPasswordReset(email, userID string, expiresAt time.Time) (eventID, objectID, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	objectID = s.id("password_reset")
+	token = "tok" + strings.ToUpper(objectID[len(objectID)-12:]) + "pwr"
+	s.objects[objectID] = map[string]any{
+		"object": "password_reset", "id": objectID, "user_id": userID, "email": email,
+		"expires_at": ts(expiresAt), "created_at": ts(now),
+		"password_reset_token": token,
+		"password_reset_url":   "https://auth.example.com/reset-password?token=" + token,
+	}
+	return s.addEvent("password_reset.created", objectID, now), objectID, token
+}
+
+// AddOrganization adds an organization for Get Organization.
+func (s *Server) AddOrganization(name string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.id("org")
+	now := ts(s.Now())
+	s.objects[id] = map[string]any{"object": "organization", "id": id, "name": name,
+		"allow_profiles_outside_organization": false, "domains": []any{}, "created_at": now, "updated_at": now}
+	return id
+}
+
+// AddUser adds a user for Get User.
+func (s *Server) AddUser(first, last, email string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.id("user")
+	now := ts(s.Now())
+	s.objects[id] = map[string]any{"object": "user", "id": id, "email": email, "first_name": first,
+		"last_name": last, "email_verified": true, "profile_picture_url": nil, "created_at": now, "updated_at": now}
+	return id
+}
+
+// AddRawEvent appends an event with the given type and data as is.
+func (s *Server) AddRawEvent(typ string, data json.RawMessage) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.id("event")
+	s.events = append(s.events, event{ID: id, Type: typ, CreatedAt: s.Now(), Data: data})
+	return id
+}
+
+// Update changes fields of a stored object (e.g. an invitation's state), or deletes it when
+// fields is nil.
+func (s *Server) Update(objectID string, fields map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if fields == nil {
+		delete(s.objects, objectID)
+		return
+	}
+	for k, v := range fields {
+		s.objects[objectID][k] = v
+	}
+}
+
+// Requests returns how many requests reached path prefix p (e.g. "/events").
+func (s *Server) Requests(p string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, v := range s.requests {
+		if strings.HasPrefix(k, p) {
+			n += v
+		}
+	}
+	return n
+}
+
+// EventIDs lists every event id in stream order.
+func (s *Server) EventIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, len(s.events))
+	for i, e := range s.events {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func (s *Server) addEvent(typ, objectID string, now time.Time) string {
+	id := s.id("event")
+	s.events = append(s.events, event{ID: id, Type: typ, ObjectID: objectID, CreatedAt: now})
+	return id
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// ServeHTTP implements the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests[r.URL.Path]++
+	intercept := s.Intercept
+	s.mu.Unlock()
+	if intercept != nil && intercept(w, r) {
+		return
+	}
+	if r.Header.Get("Authorization") != "Bearer "+s.APIKey {
+		WriteError(w, http.StatusUnauthorized, "", "Unauthorized")
+		return
+	}
+	if r.Method != http.MethodGet {
+		WriteError(w, http.StatusMethodNotAllowed, "", "Method not allowed")
+		return
+	}
+	path := r.URL.Path
+	if path == "/events" {
+		s.listEvents(w, r)
+		return
+	}
+	for prefix, object := range map[string]string{
+		"/user_management/invitations/":        "invitation",
+		"/user_management/magic_auth/":         "magic_auth",
+		"/user_management/email_verification/": "email_verification",
+		"/user_management/password_reset/":     "password_reset",
+		"/user_management/users/":              "user",
+		"/organizations/":                      "organization",
+	} {
+		if id, ok := strings.CutPrefix(path, prefix); ok && id != "" && !strings.Contains(id, "/") {
+			s.get(w, object, id)
+			return
+		}
+	}
+	WriteError(w, http.StatusNotFound, "", "Not found")
+}
+
+func (s *Server) get(w http.ResponseWriter, object, id string) {
+	s.mu.Lock()
+	obj, ok := s.objects[id]
+	var body []byte
+	if ok && obj["object"] == object {
+		body, _ = json.Marshal(obj)
+	}
+	s.mu.Unlock()
+	if body == nil {
+		WriteError(w, http.StatusNotFound, "entity_not_found", fmt.Sprintf("%s not found: '%s'.", object, id))
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 10
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "limit must be between 1 and 100")
+			return
+		}
+		limit = n
+	}
+	types := map[string]bool{}
+	for _, t := range q["events"] {
+		types[t] = true
+	}
+	var since time.Time
+	if v := q.Get("range_start"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "range_start must be an ISO-8601 date")
+			return
+		}
+		since = t
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start := 0
+	if after := q.Get("after"); after != "" {
+		i := sort.Search(len(s.events), func(i int) bool { return s.events[i].ID >= after })
+		if i == len(s.events) || s.events[i].ID != after {
+			WriteError(w, http.StatusBadRequest, "invalid_cursor", "The 'after' cursor does not refer to a known event.")
+			return
+		}
+		start = i + 1
+	}
+	data := []json.RawMessage{}
+	for _, e := range s.events[start:] {
+		if len(data) == limit {
+			break
+		}
+		if len(types) > 0 && !types[e.Type] || e.CreatedAt.Before(since) {
+			continue
+		}
+		data = append(data, s.eventJSON(e))
+	}
+	var after any
+	if len(data) == limit {
+		var last struct{ ID string }
+		_ = json.Unmarshal(data[len(data)-1], &last)
+		after = last.ID
+	}
+	body, _ := json.Marshal(map[string]any{"object": "list", "data": data, "list_metadata": map[string]any{"after": after}})
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) eventJSON(e event) json.RawMessage {
+	data := e.Data
+	if data == nil {
+		snapshot := map[string]any{}
+		for k, v := range s.objects[e.ObjectID] {
+			snapshot[k] = v
+		}
+		for _, f := range secretFields {
+			delete(snapshot, f)
+		}
+		data, _ = json.Marshal(snapshot)
+	}
+	b, _ := json.Marshal(map[string]any{
+		"object": "event", "id": e.ID, "event": e.Type, "data": data,
+		"created_at": ts(e.CreatedAt), "context": map[string]any{},
+	})
+	return b
+}
+
+// WriteError writes a WorkOS-style JSON error.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	body := map[string]any{"message": message}
+	if code != "" {
+		body["code"] = code
+	}
+	b, _ := json.Marshal(body)
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Request-ID", "req_fake")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
