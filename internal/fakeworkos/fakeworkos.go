@@ -34,10 +34,8 @@ type Server struct {
 type event struct {
 	ID        string
 	Type      string
-	ObjectID  string
 	CreatedAt time.Time
-	// Data overrides the object snapshot (tests of malformed events).
-	Data json.RawMessage
+	Data      json.RawMessage
 }
 
 // Secret fields the Get endpoints return and events leave out.
@@ -203,9 +201,19 @@ func (s *Server) EventIDs() []string {
 	return out
 }
 
+// addEvent appends an event whose data is a snapshot of the object without its secrets, as
+// WorkOS does: later changes to the object do not change the event.
 func (s *Server) addEvent(typ, objectID string, now time.Time) string {
+	snapshot := map[string]any{}
+	for k, v := range s.objects[objectID] {
+		snapshot[k] = v
+	}
+	for _, f := range secretFields {
+		delete(snapshot, f)
+	}
+	data, _ := json.Marshal(snapshot)
 	id := s.id("event")
-	s.events = append(s.events, event{ID: id, Type: typ, ObjectID: objectID, CreatedAt: now})
+	s.events = append(s.events, event{ID: id, Type: typ, CreatedAt: now, Data: data})
 	return id
 }
 
@@ -326,19 +334,8 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) eventJSON(e event) json.RawMessage {
-	data := e.Data
-	if data == nil {
-		snapshot := map[string]any{}
-		for k, v := range s.objects[e.ObjectID] {
-			snapshot[k] = v
-		}
-		for _, f := range secretFields {
-			delete(snapshot, f)
-		}
-		data, _ = json.Marshal(snapshot)
-	}
 	b, _ := json.Marshal(map[string]any{
-		"object": "event", "id": e.ID, "event": e.Type, "data": data,
+		"object": "event", "id": e.ID, "event": e.Type, "data": e.Data,
 		"created_at": ts(e.CreatedAt), "context": map[string]any{},
 	})
 	return b
