@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/fakeses"
+	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/store"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func cli(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut lockedBuffer
+	code = execute(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// isolate keeps the developer's environment out of config tests.
+func isolate(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "WORKOS_") || strings.HasPrefix(k, "AWS_") || k == "STATE_DIRECTORY" {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+	t.Chdir(t.TempDir())
+}
+
+func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
+	isolate(t)
+	for _, tc := range []struct {
+		name, yaml, env, key string
+	}{
+		{"missing api key", "mailer:\n  driver: log\n", "", "workos.api_key"},
+		{"unknown key", "workos:\n  api_key: k\n  pol_interval: 1s\n", "", "pol_interval"},
+		{"bad duration", "workos:\n  api_key: k\n  poll_interval: soon\n", "", "poll_interval"},
+		{"page size", "workos:\n  api_key: k\n  page_size: 500\n", "", "workos.page_size"},
+		{"start", "workos:\n  api_key: k\n  start: yesterday\n", "", "workos.start"},
+		{"ses needs from", "workos:\n  api_key: k\n", "", "mailer.from"},
+		{"from with CRLF", "workos:\n  api_key: k\nmailer:\n  from: \"a@b.c\\r\\nBcc: x@y.z\"\n", "", "mailer.from"},
+		{"driver", "workos:\n  api_key: k\nmailer:\n  driver: smtp\n", "", "mailer.driver"},
+		{"on_ambiguous", "workos:\n  api_key: k\nmailer:\n  driver: log\ndelivery:\n  on_ambiguous: maybe\n", "", "delivery.on_ambiguous"},
+		{"kind", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [sms]\n", "", "events.enabled"},
+		{"http link", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  invitation_url: http://app.example.com/i?t={{.Token}}\n", "", "links.invitation_url"},
+		{"link without token", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  password_reset_url: https://app.example.com/r\n", "", "links.password_reset_url"},
+		{"color", "workos:\n  api_key: k\nmailer:\n  driver: log\nbrand:\n  primary_color: red;x\n", "", "brand.primary_color"},
+		{"env override", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_DELIVERY_CONCURRENCY=0", "delivery.concurrency"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if k, v, ok := strings.Cut(tc.env, "="); ok {
+				t.Setenv(k, v)
+			}
+			code, _, stderr := cli(t, context.Background(), "run", "--config", writeConfig(t, tc.yaml))
+			if code != exitUsage || !strings.Contains(stderr, tc.key) {
+				t.Errorf("exit %d, stderr %q; want 2 naming %s", code, stderr, tc.key)
+			}
+		})
+	}
+}
+
+func TestConfigDefaultsEnvAndDays(t *testing.T) {
+	isolate(t)
+	t.Setenv("WORKOS_API_KEY", "sk_from_env")
+	t.Setenv("WORKOS_EMAILER_STORE_RETENTION", "30d")
+	t.Setenv("WORKOS_EMAILER_MAILER_SES_ENDPOINT", "http://127.0.0.1:4566")
+	t.Setenv("WORKOS_EMAILER_EVENTS_ENABLED", "magic_auth,invitation")
+	cfg, err := loadConfig(writeConfig(t, "mailer:\n  from: a@example.com\ndelivery:\n  max_event_age: 1d12h\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WorkOS.APIKey != "sk_from_env" || cfg.Store.Retention != 30*24*time.Hour ||
+		cfg.Mailer.SES.Endpoint != "http://127.0.0.1:4566" || cfg.Delivery.MaxEventAge != 36*time.Hour ||
+		strings.Join(cfg.Events.Enabled, ",") != "magic_auth,invitation" || cfg.WorkOS.PollInterval != time.Second ||
+		cfg.Delivery.OnAmbiguous != "hold" || cfg.Store.Path != "./workos-emailer.db" {
+		t.Errorf("config %+v", cfg)
+	}
+	t.Setenv("STATE_DIRECTORY", "/var/lib/workos-emailer")
+	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@example.com")
+	cfg, err = loadConfig("", false)
+	if err != nil || cfg.Store.Path != "/var/lib/workos-emailer/state.db" {
+		t.Errorf("store path under systemd: %q (%v)", cfg.Store.Path, err)
+	}
+}
+
+func TestMissingExplicitConfigFileExits2(t *testing.T) {
+	isolate(t)
+	code, _, stderr := cli(t, context.Background(), "run", "--config", "/nonexistent/config.yaml")
+	if code != exitUsage || !strings.Contains(stderr, "/nonexistent/config.yaml") {
+		t.Errorf("exit %d %q", code, stderr)
+	}
+}
+
+func TestRunEndToEndAndLockedStore(t *testing.T) {
+	isolate(t)
+	wos := fakeworkos.New("sk_test_cli")
+	wosURL := wos.Start()
+	defer wos.Close()
+	ses := fakeses.New()
+	sesURL := ses.Start()
+	defer ses.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("WORKOS_API_KEY", "sk_test_cli")
+	dbPath := filepath.Join(t.TempDir(), "state.db")
+	cfgPath := writeConfig(t, `
+workos:
+  base_url: `+wosURL+`
+  poll_interval: 20ms
+  start: oldest
+store:
+  path: `+dbPath+`
+mailer:
+  from: "Acme <no-reply@acme.example>"
+  ses:
+    region: us-east-1
+    endpoint: `+sesURL+`
+`)
+	_, _, code := wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr lockedBuffer
+	go func() { done <- execute(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &stderr) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ses.Messages()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(ses.Messages()) != 1 || !strings.Contains(ses.Messages()[0].Text, code) {
+		t.Fatalf("messages %d; stderr:\n%s", len(ses.Messages()), stderr.String())
+	}
+
+	// A second instance on the same store exits 3 and names the file.
+	start := time.Now()
+	exit, _, errOut := cli(t, context.Background(), "run", "--config", cfgPath)
+	if exit != exitLocked || !strings.Contains(errOut, dbPath) || time.Since(start) > 10*time.Second {
+		t.Errorf("second instance: exit %d after %v, %q", exit, time.Since(start), errOut)
+	}
+
+	cancel()
+	if exit := <-done; exit != exitOK {
+		t.Fatalf("run exit %d; stderr:\n%s", exit, stderr.String())
+	}
+	logs := stderr.String()
+	if strings.Contains(logs, code) || strings.Contains(logs, "sk_test_cli") {
+		t.Error("a secret reached the log")
+	}
+	st, err := store.Open(dbPath, store.Options{})
+	if err != nil {
+		t.Fatalf("store not released after shutdown: %v", err)
+	}
+	defer st.Close()
+	if p, _ := st.Position(); p.Cursor == "" {
+		t.Error("cursor not saved")
+	}
+}
+
+func TestDemo(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	code, stdout, stderr := cli(t, context.Background(), "demo", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"sent=4 skipped=2 dead=0 ambiguous=0", "expired at", "invitation is revoked", filepath.Join(dir, "outbox")} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, stdout)
+		}
+	}
+	emls, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
+	if len(emls) != 4 {
+		t.Errorf("%d .eml files, want 4", len(emls))
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := cli(t, context.Background(), "version")
+	if code != 0 || !strings.HasPrefix(stdout, "workos-emailer ") || !strings.Contains(stdout, "go1") {
+		t.Errorf("version: %d %q", code, stdout)
+	}
+}
+
+func TestBadUsageExits2(t *testing.T) {
+	for _, args := range [][]string{{"run", "--nope"}, {"frobnicate"}, {"run", "extra"}} {
+		if code, _, _ := cli(t, context.Background(), args...); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// The documented sample must stay valid.
+func TestSampleConfigIsValid(t *testing.T) {
+	sample, err := filepath.Abs("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	isolate(t)
+	t.Setenv("WORKOS_API_KEY", "sk_test_sample")
+	cfg, err := loadConfig(sample, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.requireAPIKey(); err != nil {
+		t.Fatal(err)
+	}
+}

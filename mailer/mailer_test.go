@@ -1,0 +1,213 @@
+package mailer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/workos-emailer/workos-emailer/internal/fakeses"
+)
+
+func TestParseRecipient(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"user@example.com", true},
+		{"first.last+tag@sub.example.co.uk", true},
+		{"", false},
+		{"user@example.com\r\nBcc: x@example.com", false},
+		{"user@example.com\n", false},
+		{"a@example.com, b@example.com", false},
+		{"Name <user@example.com>", false},
+		{"undisclosed-recipients:;", false},
+		{"user", false},
+		{"user@", false},
+		{"user@nodot", false},
+		{strings.Repeat("a", 250) + "@example.com", false},
+	} {
+		_, err := ParseRecipient(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("ParseRecipient(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func FuzzParseRecipient(f *testing.F) {
+	for _, s := range []string{"a@example.com", "a@b.c\r\nBcc: d@e.f", "\"x\"@example.com", "a@example.com,b@example.com", "=?utf-8?q?x?=@example.com"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		addr, err := ParseRecipient(s)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(addr, "\r\n,;<>\x00") {
+			t.Fatalf("accepted %q", addr)
+		}
+		list, err := mail.ParseAddressList(addr)
+		if err != nil || len(list) != 1 {
+			t.Fatalf("accepted %q which is not exactly one address", addr)
+		}
+	})
+}
+
+func newTestSES(t *testing.T, fake *fakeses.Server) *SES {
+	t.Helper()
+	url := fake.Start()
+	t.Cleanup(fake.Close)
+	s, err := NewSES(context.Background(), SESOptions{
+		Region: "eu-west-1", Endpoint: url, From: "Acme <no-reply@acme.example>", Timeout: time.Second,
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSESErrorClasses(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		code   string
+		want   Class
+	}{
+		{429, "TooManyRequestsException", Retry},
+		{500, "InternalFailure", Retry},
+		{503, "ServiceUnavailable", Retry},
+		{400, "MessageRejected", Permanent},
+		{400, "MailFromDomainNotVerifiedException", Permanent},
+		{400, "BadRequestException", Permanent},
+		{400, "AccountSuspendedException", Paused},
+		{400, "SendingPausedException", Paused},
+		{403, "AccessDeniedException", Paused},
+		{404, "NotFoundException", Paused},
+		{400, "LimitExceededException", Retry},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			fake := fakeses.New()
+			fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+				fakeses.WriteError(w, tc.status, tc.code, "injected")
+				return true
+			}
+			s := newTestSES(t, fake)
+			_, err := s.Send(context.Background(), Message{To: "a@example.com", Subject: "s", HTML: "h", Text: "t", EventID: "event_1", Kind: "magic_auth"})
+			var se *SendError
+			if !errors.As(err, &se) || se.Class != tc.want || se.Code != tc.code {
+				t.Fatalf("err = %v, want class %s code %s", err, tc.want, tc.code)
+			}
+			if n := fake.SendRequests(); n != 1 {
+				t.Errorf("%d requests: the SDK retried on its own", n)
+			}
+		})
+	}
+}
+
+func TestSESTransportFailures(t *testing.T) {
+	t.Run("connection refused is retryable", func(t *testing.T) {
+		s, err := NewSES(context.Background(), SESOptions{
+			Region: "eu-west-1", Endpoint: "http://127.0.0.1:1", From: "a@example.com", Timeout: time.Second,
+			Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Send(context.Background(), Message{To: "a@example.com"})
+		if c := ClassOf(err); c != Retry {
+			t.Fatalf("class %s (%v), want retry", c, err)
+		}
+	})
+	t.Run("timeout after the request was written is ambiguous", func(t *testing.T) {
+		fake := fakeses.New()
+		release := make(chan struct{})
+		fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			_, _ = io.ReadAll(r.Body)
+			<-release
+			return true
+		}
+		s := newTestSES(t, fake)
+		t.Cleanup(func() { close(release) }) // before the server's Close, which waits for handlers
+		_, err := s.Send(context.Background(), Message{To: "a@example.com"})
+		if c := ClassOf(err); c != Ambiguous {
+			t.Fatalf("class %s (%v), want ambiguous", c, err)
+		}
+		if n := fake.SendRequests(); n != 1 {
+			t.Errorf("%d requests: the SDK retried an ambiguous send", n)
+		}
+	})
+}
+
+func TestSESSendsBothBodiesAndTags(t *testing.T) {
+	fake := fakeses.New()
+	s := newTestSES(t, fake)
+	var calls atomic.Int32
+	fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool { calls.Add(1); return false }
+	id, err := s.Send(context.Background(), Message{To: "a@example.com", Subject: "Grüße", HTML: "<p>h</p>", Text: "t", EventID: "event_01X", Kind: "magic_auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := fake.Messages()[0]
+	if id != m.MessageID || m.Subject != "Grüße" || m.HTML != "<p>h</p>" || m.Text != "t" || m.Tags["event_id"] != "event_01X" || m.Tags["kind"] != "magic_auth" {
+		t.Errorf("got %+v", m)
+	}
+}
+
+func TestFileWritesMultipartAlternative(t *testing.T) {
+	dir := t.TempDir()
+	f := &File{Dir: dir, From: "Acme <no-reply@acme.example>", ReplyTo: "help@acme.example"}
+	id, err := f.Send(context.Background(), Message{To: "a@example.com", Subject: "Grüße aus Köln", HTML: "<p>Hallo ✓</p>", Text: "Hallo ✓ " + strings.Repeat("x", 100), EventID: "event_01/../x", Kind: "magic_auth"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, strings.TrimPrefix(id, "file:")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+	if err != nil || subject != "Grüße aus Köln" {
+		t.Errorf("subject %q (%v)", subject, err)
+	}
+	mediaType, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/alternative" {
+		t.Fatalf("content type %q", mediaType)
+	}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	var types []string
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(p) // multipart decodes quoted-printable
+		types = append(types, p.Header.Get("Content-Type"))
+		if !strings.Contains(string(body), "Hallo ✓") {
+			t.Errorf("part %s body %q", p.Header.Get("Content-Type"), body)
+		}
+	}
+	if strings.Join(types, ",") != "text/plain; charset=UTF-8,text/html; charset=UTF-8" {
+		t.Errorf("parts %v", types)
+	}
+	if filepath.Dir(filepath.Join(dir, strings.TrimPrefix(id, "file:"))) != dir {
+		t.Errorf("file escaped the outbox: %s", id)
+	}
+}
