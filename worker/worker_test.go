@@ -210,8 +210,11 @@ func TestFailingEventHoldsCursorUntilRetried(t *testing.T) {
 	if c := h.cursor(); c != first {
 		t.Fatalf("cursor %q, want %q (held before the failing event)", c, first)
 	}
-	if d := h.delivery(failing); d.State != store.Pending || !strings.Contains(d.Reason, "InternalFailure") {
-		t.Errorf("failing event record %+v", d)
+	if d := h.delivery(failing); d.State.Final() {
+		t.Errorf("failing event is final while it is being retried: %+v", d)
+	}
+	if !strings.Contains(h.logs.String(), "InternalFailure") {
+		t.Error("the retried failure was not logged")
 	}
 	failOn.Store(false)
 	eventually(t, "the cursor moves past the recovered event", func() bool { return h.cursor() == last })
