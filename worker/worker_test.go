@@ -283,8 +283,9 @@ func TestSendingPausedStopsAndResumes(t *testing.T) {
 	if !w.Paused() {
 		t.Error("worker does not report paused")
 	}
-	if d := h.delivery(ev); d.State != store.Pending {
-		t.Errorf("paused account made the event %s; it must stay pending (max_attempts not charged)", d.State)
+	// More tries than max_attempts, yet the event is not dead: the account, not the message, failed.
+	if d := h.delivery(ev); d.State.Final() || d.Attempts > 1 {
+		t.Errorf("paused account made the event %s after %d attempts; attempts must not be charged", d.State, d.Attempts)
 	}
 	paused.Store(false)
 	eventually(t, "sent after the account recovers", func() bool { return len(h.ses.Messages()) == 1 })
