@@ -239,6 +239,10 @@ func (w *Worker) processPage(ctx context.Context, events []Event) error {
 		go func() {
 			defer wg.Done()
 			for _, i := range chain {
+				if ctx.Err() != nil {
+					fail(errStopped)
+					return
+				}
 				select {
 				case sem <- struct{}{}:
 				case <-ctx.Done():

@@ -465,3 +465,35 @@ func TestNoSecretInLogsOrStore(t *testing.T) {
 	}
 	h.openStore()
 }
+
+// Shutdown stops polling but lets a send already handed to SES finish and be recorded.
+func TestShutdownLetsInFlightSendFinish(t *testing.T) {
+	h := newHarness(t)
+	ev, _, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	// Same recipient: the second event waits for the first, so the first is the one in flight.
+	h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	inSend := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		once.Do(func() { close(inSend); <-release })
+		return false
+	}
+	h.opts.StopWhenIdle = false
+	w := h.worker()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	<-inSend
+	cancel() // shutdown begins while SES holds the request
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d := h.delivery(ev); d.State != store.Sent {
+		t.Errorf("in-flight send recorded as %s, want sent", d.State)
+	}
+	if n := h.ses.SendRequests(); n != 1 {
+		t.Errorf("%d sends after shutdown began, want only the one in flight", n)
+	}
+}
