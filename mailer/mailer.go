@@ -57,7 +57,10 @@ type SendError struct {
 	Class Class
 	// Code is the provider's error code, e.g. "MessageRejected"; empty for transport failures.
 	Code string
-	Err  error
+	// Unavailable marks a Retry that says nothing about this message: throttling, a gateway
+	// error, a connection that never reached SES. It does not count against max_attempts.
+	Unavailable bool
+	Err         error
 }
 
 func (e *SendError) Error() string {
@@ -68,6 +71,13 @@ func (e *SendError) Error() string {
 }
 
 func (e *SendError) Unwrap() error { return e.Err }
+
+// Unavailable reports whether err is a retryable failure of the service rather than of the
+// message.
+func Unavailable(err error) bool {
+	var se *SendError
+	return errors.As(err, &se) && se.Class == Retry && se.Unavailable
+}
 
 // ClassOf returns the class of a send error; errors that are not a SendError are treated as
 // Ambiguous, the only safe assumption about an unknown failure.
@@ -93,9 +103,10 @@ func ParseRecipient(s string) (string, error) {
 	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil {
-		return "", fmt.Errorf("recipient address is not valid: %w", err)
+		return "", errors.New("recipient is not exactly one valid address")
 	}
 	if addr.Name != "" || addr.Address != s {
+		// Errors never echo the address: reasons are stored and logged.
 		return "", errors.New("recipient must be a single bare address, not a name or list")
 	}
 	at := strings.LastIndexByte(s, '@')

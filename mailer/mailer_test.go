@@ -150,6 +150,44 @@ func TestSESTransportFailures(t *testing.T) {
 	})
 }
 
+func TestSESUnreadableSuccessIsAmbiguous(t *testing.T) {
+	fake := fakeses.New()
+	fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"MessageId": "0100`)) // truncated
+		return true
+	}
+	s := newTestSES(t, fake)
+	_, err := s.Send(context.Background(), Message{To: "a@example.com"})
+	if c := ClassOf(err); c != Ambiguous {
+		t.Fatalf("class %s (%v), want ambiguous: SES said 200", c, err)
+	}
+}
+
+func TestSESUnavailableMarksServiceFailures(t *testing.T) {
+	for _, tc := range []struct {
+		status      int
+		code        string
+		unavailable bool
+	}{
+		{429, "TooManyRequestsException", true},
+		{503, "ServiceUnavailable", true},
+		{500, "InternalFailure", false},
+		{400, "MessageRejected", false},
+	} {
+		fake := fakeses.New()
+		fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+			fakeses.WriteError(w, tc.status, tc.code, "injected")
+			return true
+		}
+		s := newTestSES(t, fake)
+		_, err := s.Send(context.Background(), Message{To: "a@example.com"})
+		if Unavailable(err) != tc.unavailable {
+			t.Errorf("%s: Unavailable = %v", tc.code, !tc.unavailable)
+		}
+	}
+}
+
 func TestSESSendsBothBodiesAndTags(t *testing.T) {
 	fake := fakeses.New()
 	s := newTestSES(t, fake)

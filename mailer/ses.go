@@ -166,6 +166,13 @@ func classifySES(err error, wrote bool) error {
 	if errors.As(err, &respErr) {
 		status = respErr.HTTPStatusCode()
 	}
+	if status >= 200 && status < 300 {
+		// SES answered success but the answer could not be read (truncated, timed out mid-body):
+		// it has most likely accepted the message.
+		return &SendError{Class: Ambiguous, Err: fmt.Errorf("unreadable success answer: %w", err)}
+	}
+	unavailable := status == http.StatusTooManyRequests || status == http.StatusBadGateway ||
+		status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
 	var apiErr smithy.APIError
 	if status > 0 && errors.As(err, &apiErr) {
 		code := apiErr.ErrorCode()
@@ -175,20 +182,19 @@ func classifySES(err error, wrote bool) error {
 			se.Class = Permanent
 		case sesPaused[code]:
 			se.Class = Paused
-		case status == http.StatusTooManyRequests || status >= 500:
-			se.Class = Retry
 		default:
-			// An unknown 4xx is an answer: SES did not accept the message. Retrying is safe and
-			// bounded by max_attempts.
+			// Throttling, 5xx, and unknown 4xx are answers: SES did not accept the message, so a
+			// retry cannot duplicate it; unknown 4xx stay bounded by max_attempts.
 			se.Class = Retry
+			se.Unavailable = unavailable || code == "TooManyRequestsException" || code == "Throttling"
 		}
 		return se
 	}
 	if status > 0 {
-		return &SendError{Class: Retry, Err: err}
+		return &SendError{Class: Retry, Unavailable: unavailable, Err: err}
 	}
 	if !wrote {
-		return &SendError{Class: Retry, Err: fmt.Errorf("request not sent: %w", err)}
+		return &SendError{Class: Retry, Unavailable: true, Err: fmt.Errorf("request not sent: %w", err)}
 	}
 	return &SendError{Class: Ambiguous, Err: fmt.Errorf("no answer after the request was sent: %w", err)}
 }

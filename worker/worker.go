@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -136,11 +137,12 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	for _, k := range opts.Kinds {
 		wk.enabled[k] = true
 	}
-	for typ, kind := range EventKinds {
-		if wk.enabled[kind] {
-			wk.types = append(wk.types, typ)
-		}
+	// Every handled type is listed, enabled or not, so a disabled kind's events are recorded as
+	// skipped instead of vanishing from under a cursor that moves past them.
+	for typ := range EventKinds {
+		wk.types = append(wk.types, typ)
 	}
+	slices.Sort(wk.types)
 	return wk
 }
 
@@ -348,6 +350,10 @@ type result struct {
 	outcome    outcome
 	reason     string
 	retryAfter time.Duration
+	// unavailable: the service, not this event, failed; the try is not charged.
+	unavailable bool
+	// maybeSent: this try's send may have been accepted.
+	maybeSent bool
 }
 
 func finalAs(rec *store.Delivery, state store.State, reason string) result {
@@ -371,6 +377,9 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			EventCreatedAt: ev.CreatedAt, FirstSeenAt: w.opts.Now()}
 	}
 	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", rec.Kind))
+	// maybeSent: an earlier send of this event may have been accepted (on_ambiguous: resend).
+	// If the event then ends other than sent, it is ambiguous, so nobody retries it blindly.
+	maybeSent := found && rec.State == store.Sending
 	for {
 		if ctx.Err() != nil {
 			return nil, errStopped
@@ -385,12 +394,20 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			}
 		}
 		rec.UpdatedAt = w.opts.Now()
+		maybeSent = maybeSent || res.maybeSent
 		switch res.outcome {
 		case final:
+			if maybeSent && rec.State != store.Sent && rec.State != store.Ambiguous {
+				rec.Reason = "an earlier send may have been accepted by SES; then: " + rec.Reason
+				rec.State = store.Ambiguous
+			}
 			w.paused.Store(false)
 			logFinal(log, &rec)
 			return &rec, nil
 		case retry:
+			if res.unavailable {
+				rec.Attempts--
+			}
 			rec.State, rec.Reason = store.Pending, res.reason
 			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
 				return nil, err
@@ -499,13 +516,13 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	case mailer.Permanent:
 		return finalAs(rec, store.Dead, err.Error()), nil
 	case mailer.Retry:
-		return result{outcome: retry, reason: err.Error()}, nil
+		return result{outcome: retry, reason: err.Error(), unavailable: mailer.Unavailable(err)}, nil
 	case mailer.Paused:
 		return result{outcome: paused, reason: err.Error()}, nil
 	default:
 		if w.opts.OnAmbiguous == OnAmbiguousResend {
 			log.Warn("send outcome unknown; will send again (on_ambiguous: resend)", zap.Error(err))
-			return result{outcome: retry, reason: "outcome unknown: " + err.Error()}, nil
+			return result{outcome: retry, reason: "outcome unknown: " + err.Error(), maybeSent: true}, nil
 		}
 		return finalAs(rec, store.Ambiguous, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
 	}
@@ -516,14 +533,14 @@ func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err err
 	var apiErr *APIError
 	switch {
 	case ctx.Err() != nil:
-		rec.Attempts-- // interrupted by shutdown, not a failure
-		return result{outcome: retry, reason: "interrupted"}
+		return result{outcome: retry, reason: "interrupted", unavailable: true}
 	case errors.As(err, &apiErr) && apiErr.NotFound():
 		return finalAs(rec, store.Skipped, notFound)
 	case errors.As(err, &apiErr) && !apiErr.Retryable():
 		return finalAs(rec, store.Dead, err.Error())
 	}
-	return result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err)}
+	return result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err),
+		unavailable: errors.As(err, &apiErr) && apiErr.Unavailable()}
 }
 
 // templateData gathers what the templates show. When ok is false, res says what to do instead.

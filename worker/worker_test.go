@@ -229,7 +229,7 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	ev, _, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
 	after, _, _ := h.wos.AddCode("magic_auth", "b@example.com", "user_02", time.Now().Add(time.Hour))
 	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		fakeses.WriteError(w, http.StatusTooManyRequests, "TooManyRequestsException", "Maximum sending rate exceeded.")
+		fakeses.WriteError(w, http.StatusInternalServerError, "InternalFailure", "internal error")
 		return true
 	}
 	h.run()
@@ -318,8 +318,9 @@ func TestWorkOS429HonoursRetryAfter(t *testing.T) {
 		return false
 	}
 	h.run()
-	if d := h.delivery(ev); d.State != store.Sent || d.Attempts != 2 {
-		t.Fatalf("record %+v, want sent on attempt 2", d)
+	// Throttling is not the event's fault: the wait is not charged as an attempt.
+	if d := h.delivery(ev); d.State != store.Sent || d.Attempts != 1 {
+		t.Fatalf("record %+v, want sent with 1 charged attempt", d)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -495,5 +496,71 @@ func TestShutdownLetsInFlightSendFinish(t *testing.T) {
 	}
 	if n := h.ses.SendRequests(); n != 1 {
 		t.Errorf("%d sends after shutdown began, want only the one in flight", n)
+	}
+}
+
+// An outage of either side longer than max_attempts tries loses nothing: service-level failures
+// are waited out without charging the event.
+func TestOutageLongerThanMaxAttemptsLosesNothing(t *testing.T) {
+	h := newHarness(t)
+	h.opts.MaxAttempts = 2
+	ev, _, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	var wosDown, sesDown atomic.Int32
+	h.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/user_management/") && wosDown.Add(1) <= 5 {
+			fakeworkos.WriteError(w, []int{503, 502, 401, 429, 504}[wosDown.Load()-1], "", "down")
+			return true
+		}
+		return false
+	}
+	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if sesDown.Add(1) <= 5 {
+			fakeses.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "down")
+			return true
+		}
+		return false
+	}
+	h.run()
+	if d := h.delivery(ev); d.State != store.Sent {
+		t.Fatalf("record %+v, want sent after the outage", d)
+	}
+	if wosDown.Load() < 6 || sesDown.Load() < 6 {
+		t.Errorf("outage not exercised: %d WorkOS, %d SES requests", wosDown.Load(), sesDown.Load())
+	}
+}
+
+// Events of a kind that is not enabled are recorded as skipped, so the cursor never passes an
+// event without a final record.
+func TestDisabledKindIsRecordedSkipped(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Kinds = []string{"magic_auth"}
+	reset, _, _ := h.wos.AddPasswordReset("a@example.com", "user_01", time.Now().Add(time.Hour))
+	code, _, _ := h.wos.AddCode("magic_auth", "b@example.com", "user_02", time.Now().Add(time.Hour))
+	h.run()
+	if d := h.delivery(reset); d.State != store.Skipped || !strings.Contains(d.Reason, "not enabled") {
+		t.Errorf("disabled kind: %+v", d)
+	}
+	if h.delivery(code).State != store.Sent || h.cursor() != code {
+		t.Error("enabled kind not sent or cursor not moved")
+	}
+}
+
+// With on_ambiguous: resend, an interrupted send that can no longer be resent (its code expired)
+// stays ambiguous rather than looking like it never went out.
+func TestResendThatCannotHappenStaysAmbiguous(t *testing.T) {
+	h := newHarness(t)
+	h.opts.OnAmbiguous = OnAmbiguousResend
+	ev, obj, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	if err := h.store.Save(store.Delivery{EventID: ev, Kind: "magic_auth", State: store.Sending, Attempts: 1}, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.wos.Update(obj, map[string]any{"expires_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)})
+	h.restart()
+	h.run()
+	if d := h.delivery(ev); d.State != store.Ambiguous || !strings.Contains(d.Reason, "expired") {
+		t.Errorf("record %+v, want ambiguous mentioning the expiry", d)
+	}
+	if h.ses.SendRequests() != 0 {
+		t.Error("an expired code was sent")
 	}
 }

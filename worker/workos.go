@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -92,10 +94,16 @@ func (e *APIError) NotFound() bool { return e.Status == http.StatusNotFound }
 // Retryable reports whether trying again later can succeed: throttling, server errors, network
 // failures, and auth failures (an operator may be rotating the key).
 func (e *APIError) Retryable() bool {
-	switch {
-	case e.Status == 0, e.Status == http.StatusTooManyRequests, e.Status >= 500,
-		e.Status == http.StatusUnauthorized, e.Status == http.StatusForbidden,
-		e.Status == http.StatusRequestTimeout:
+	return e.Unavailable() || e.Status >= 500 || e.Status == http.StatusRequestTimeout
+}
+
+// Unavailable reports a failure of WorkOS or of our access to it, not of the object asked for:
+// no answer, throttling, gateway errors, or a rejected API key. Waiting it out costs the event
+// no attempt.
+func (e *APIError) Unavailable() bool {
+	switch e.Status {
+	case 0, http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable,
+		http.StatusGatewayTimeout, http.StatusUnauthorized, http.StatusForbidden:
 		return true
 	}
 	return false
@@ -172,13 +180,27 @@ func call[T any](ctx context.Context, what string, fn func(context.Context) (T, 
 	}
 	apiErr := &APIError{RetryAfter: hint.after, Err: fmt.Errorf("WorkOS %s: %w", what, err)}
 	var httpErr workos_errors.HTTPError
-	if errors.As(err, &httpErr) {
+	var httpErrPtr *workos_errors.HTTPError
+	var urlErr *url.Error
+	switch {
+	case errors.As(err, &httpErr), errors.As(err, &httpErrPtr):
+		if httpErrPtr != nil {
+			httpErr = *httpErrPtr
+		}
 		apiErr.Status = httpErr.Code
 		// HTTPError.Error may echo fields of the body; keep only status, code and request id.
 		apiErr.Err = fmt.Errorf("WorkOS %s: %s (code %q, request id %q)", what, httpErr.Status, httpErr.ErrorCode, httpErr.RequestID)
-	} else if errors.As(err, new(*json.SyntaxError)) || errors.As(err, new(*json.UnmarshalTypeError)) {
+	case errors.As(err, new(*json.SyntaxError)), errors.As(err, new(*json.UnmarshalTypeError)),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		// A 2xx with a body we cannot read: likely a proxy or a truncated answer.
 		apiErr.Status = http.StatusBadGateway
+	case errors.As(err, &urlErr):
+		// No answer: the transport's error names only the URL, which holds no secret.
+	default:
+		// An error type we do not know may carry body fields (workos-go's structured auth
+		// errors include tokens): keep only its type.
+		apiErr.Status = http.StatusInternalServerError
+		apiErr.Err = fmt.Errorf("WorkOS %s: unexpected %T", what, err)
 	}
 	return v, apiErr
 }
