@@ -175,6 +175,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			failures++
 			delay := w.backoff(failures, retryAfterOf(err))
+			var apiErr *APIError
+			if after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable() {
+				// Never jump ahead on our own: events between the cursor and now would be lost.
+				w.log.Error("WorkOS rejects the stored cursor, probably older than its event retention (about 30 days); "+
+					"stop the daemon and reset the cursor to a time to backfill from", zap.String("cursor", after), zap.Error(err))
+			}
 			w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
 			sleep(ctx, delay)
 			continue

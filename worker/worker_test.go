@@ -564,3 +564,22 @@ func TestResendThatCannotHappenStaysAmbiguous(t *testing.T) {
 		t.Error("an expired code was sent")
 	}
 }
+
+// A cursor WorkOS no longer accepts is reported, retried with backoff, and never skipped over.
+func TestRejectedCursorIsReportedNotSkipped(t *testing.T) {
+	h := newHarness(t)
+	h.opts.RetryBase, h.opts.RetryMax = 10*time.Millisecond, 20*time.Millisecond
+	if err := h.store.SetCursor("event_01GONE", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	stop := h.runBackground()
+	eventually(t, "several rejected polls", func() bool { return h.wos.Requests("/events") >= 3 })
+	stop()
+	if !strings.Contains(h.logs.String(), "rejects the stored cursor") {
+		t.Error("rejected cursor not reported")
+	}
+	if h.cursor() != "event_01GONE" || h.ses.SendRequests() != 0 {
+		t.Error("the worker moved the cursor or sent on its own")
+	}
+}
