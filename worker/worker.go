@@ -214,6 +214,10 @@ func (w *Worker) recoverInterrupted() error {
 	if err != nil {
 		return err
 	}
+	if len(recs) > 0 {
+		w.log.Warn("found sends interrupted by the previous process; SES may have accepted them",
+			zap.Int("interrupted", len(recs)), zap.String("on_ambiguous", w.opts.OnAmbiguous))
+	}
 	now := w.opts.Now()
 	for _, d := range recs {
 		if w.opts.OnAmbiguous == OnAmbiguousResend {
