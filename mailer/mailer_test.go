@@ -69,8 +69,13 @@ func newTestSES(t *testing.T, fake *fakeses.Server) *SES {
 	t.Helper()
 	url := fake.Start()
 	t.Cleanup(fake.Close)
+	return sesAt(t, url)
+}
+
+func sesAt(t *testing.T, endpoint string) *SES {
+	t.Helper()
 	s, err := NewSES(context.Background(), SESOptions{
-		Region: "eu-west-1", Endpoint: url, From: "Acme <no-reply@acme.example>", Timeout: time.Second,
+		Region: "eu-west-1", Endpoint: endpoint, From: "Acme <no-reply@acme.example>", Timeout: time.Second,
 		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
 	})
 	if err != nil {
@@ -118,14 +123,7 @@ func TestSESErrorClasses(t *testing.T) {
 
 func TestSESTransportFailures(t *testing.T) {
 	t.Run("connection refused is retryable", func(t *testing.T) {
-		s, err := NewSES(context.Background(), SESOptions{
-			Region: "eu-west-1", Endpoint: "http://127.0.0.1:1", From: "a@example.com", Timeout: time.Second,
-			Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = s.Send(context.Background(), Message{To: "a@example.com"})
+		_, err := sesAt(t, "http://127.0.0.1:1").Send(context.Background(), Message{To: "a@example.com"})
 		if c := ClassOf(err); c != Retry {
 			t.Fatalf("class %s (%v), want retry", c, err)
 		}

@@ -82,7 +82,7 @@ type Config struct {
 	} `mapstructure:"log"`
 
 	// Derived by validate.
-	startSince     time.Time
+	startAt        time.Time
 	invitationURL  *template.Template
 	passwordURL    *template.Template
 	logLevel       zapcore.Level
@@ -226,7 +226,7 @@ func (c *Config) validate() error {
 		if err != nil {
 			return keyErr("workos.start", "must be now, oldest or an RFC 3339 time, got %q", c.WorkOS.Start)
 		}
-		c.startSince = t
+		c.startAt = t
 	}
 	if c.Store.Path == "" {
 		return keyErr("store.path", "must not be empty")
@@ -378,5 +378,5 @@ func startSince(c *Config) time.Time {
 	case "oldest":
 		return time.Time{}
 	}
-	return c.startSince
+	return c.startAt
 }
