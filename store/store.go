@@ -42,12 +42,15 @@ func (s State) Final() bool {
 
 // Delivery is the record of one event's email.
 type Delivery struct {
-	EventID        string    `json:"event_id"`
-	Kind           string    `json:"kind"`
-	State          State     `json:"state"`
-	Attempts       int       `json:"attempts,omitempty"`
-	Reason         string    `json:"reason,omitempty"`
-	MessageID      string    `json:"message_id,omitempty"`
+	EventID   string `json:"event_id"`
+	Kind      string `json:"kind"`
+	State     State  `json:"state"`
+	Attempts  int    `json:"attempts,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	MessageID string `json:"message_id,omitempty"`
+	// MaybeDuplicate marks a sent email that was sent again after a send whose outcome was
+	// unknown (on_ambiguous: resend): the recipient may have received it twice.
+	MaybeDuplicate bool      `json:"maybe_duplicate,omitempty"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
 	UpdatedAt      time.Time `json:"updated_at"`

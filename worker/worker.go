@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/workos-emailer/workos-emailer/internal/failpoint"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
@@ -301,7 +302,11 @@ func (p *pageProgress) finish(i int, rec *store.Delivery) error {
 	}
 	now := p.w.opts.Now()
 	if rec != nil {
-		return p.w.store.Save(*rec, cursor, now)
+		if err := p.w.store.Save(*rec, cursor, now); err != nil {
+			return err
+		}
+		failpoint.Hit("after-record")
+		return nil
 	}
 	if cursor != "" {
 		return p.w.store.SetCursor(cursor, now)
@@ -407,7 +412,11 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 		maybeSent = maybeSent || res.maybeSent
 		switch res.outcome {
 		case final:
-			if maybeSent && rec.State != store.Sent && rec.State != store.Ambiguous {
+			switch {
+			case maybeSent && rec.State == store.Sent:
+				rec.MaybeDuplicate = true
+				rec.Reason = "sent again after a send whose outcome was unknown (on_ambiguous: resend); the recipient may have two copies"
+			case maybeSent && rec.State != store.Ambiguous:
 				rec.Reason = "an earlier send may have been accepted by SES; then: " + rec.Reason
 				rec.State = store.Ambiguous
 			}
@@ -513,12 +522,14 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	if err := w.store.Save(*rec, "", now); err != nil {
 		return result{}, err
 	}
+	failpoint.Hit("before-send")
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
 	msgID, err := w.sender.Send(context.WithoutCancel(ctx), mailer.Message{
 		To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
 		EventID: ev.ID, Kind: rec.Kind, Date: now,
 	})
 	if err == nil {
+		failpoint.Hit("after-send")
 		rec.MessageID = msgID
 		return finalAs(rec, store.Sent, ""), nil
 	}

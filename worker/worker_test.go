@@ -61,7 +61,7 @@ func TestEachKindSentOnceToTheRightRecipient(t *testing.T) {
 			t.Errorf("%s: from %q reply-to %v config set %q", e.kind, m.From, m.ReplyTo, m.ConfigurationSet)
 		}
 		d := h.delivery(e.eventID)
-		if d.State != store.Sent || d.MessageID != m.MessageID || d.Attempts != 1 {
+		if d.State != store.Sent || d.MessageID != m.MessageID || d.Attempts != 1 || d.MaybeDuplicate {
 			t.Errorf("%s: record %+v, want sent with message id %s", e.kind, d, m.MessageID)
 		}
 	}
@@ -375,7 +375,7 @@ func TestInterruptedSendHoldVersusResend(t *testing.T) {
 					t.Errorf("hold: record %s, %d sends; want ambiguous and no send", d.State, h.ses.SendRequests())
 				}
 			case OnAmbiguousResend:
-				if d.State != store.Sent || len(h.ses.Messages()) != 1 || d.Attempts != 2 {
+				if d.State != store.Sent || !d.MaybeDuplicate || len(h.ses.Messages()) != 1 || d.Attempts != 2 {
 					t.Errorf("resend: record %+v, %d messages; want sent once more", d, len(h.ses.Messages()))
 				}
 			}
@@ -414,8 +414,8 @@ func TestDroppedConnectionAfterSendIsAmbiguous(t *testing.T) {
 					t.Errorf("record %s after %d requests; want ambiguous after exactly 1", d.State, h.ses.SendRequests())
 				}
 			case OnAmbiguousResend:
-				if d.State != store.Sent || h.ses.SendRequests() != 2 {
-					t.Errorf("record %s after %d requests; want sent after 2", d.State, h.ses.SendRequests())
+				if d.State != store.Sent || !d.MaybeDuplicate || h.ses.SendRequests() != 2 {
+					t.Errorf("record %+v after %d requests; want sent, marked maybe-duplicate, after 2", d, h.ses.SendRequests())
 				}
 			}
 		})
