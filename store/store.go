@@ -4,11 +4,15 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -97,30 +101,68 @@ type Store struct {
 	path string
 }
 
-// Open opens or creates the store at path with mode 0600.
-func Open(path string, opts Options) (*Store, error) {
+// ErrDamaged means the store file exists but cannot be trusted. Starting afresh instead would
+// forget which emails went out, so Open refuses and the operator decides.
+var ErrDamaged = errors.New("store file is damaged")
+
+const damagedHint = "restore it from a backup; do not delete it: a fresh store forgets which emails went out, " +
+	"and a backfill would send them again"
+
+// Open opens or creates the store at path with mode 0600. An existing file is checked page by
+// page before use, so damage shows up as a clear error at start instead of a panic mid-send.
+func Open(path string, opts Options) (s *Store, err error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
 	}
+	fi, statErr := os.Stat(path)
+	exists := statErr == nil
+	switch {
+	case statErr != nil && !errors.Is(statErr, fs.ErrNotExist):
+		return nil, openError(path, statErr)
+	case !exists && opts.ReadOnly:
+		return nil, fmt.Errorf("open store %s: %w (has the daemon ever run with this store.path?)", path, statErr)
+	case exists && fi.IsDir():
+		return nil, fmt.Errorf("open store %s: it is a directory; store.path names the file", path)
+	case exists && fi.Size() == 0:
+		// bbolt would silently initialize an empty file. An empty file is what truncation leaves
+		// behind, or a first start killed within its first milliseconds; only a person can tell.
+		return nil, fmt.Errorf("open store %s: %w: the file is empty (0 bytes); if this is a new install "+
+			"whose first start was interrupted, delete the file; otherwise %s", path, ErrDamaged, damagedHint)
+	}
 	if !opts.ReadOnly {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("create store directory for %s: %w", path, err)
+			return nil, openError(path, err)
 		}
-	} else if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	// bbolt panics on some damaged pages (a bad freelist on open, a page that names the wrong id
+	// on read) rather than returning an error.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, fmt.Errorf("open store %s: %w (%v); %s", path, ErrDamaged, r, damagedHint)
+		}
+	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: %w (is the daemon running? stop it first)", path, ErrLocked)
-		}
-		return nil, fmt.Errorf("open store %s: %w (if the file is damaged, restore it from backup; do not delete it, or every event still in the WorkOS retention window may be sent again)", path, err)
+		return nil, openError(path, err)
 	}
-	s := &Store{db: db, path: path}
+	s = &Store{db: db, path: path}
+	if exists {
+		if err := s.verify(); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
 	if opts.ReadOnly {
-		return s, s.checkSchema()
+		if err := s.checkSchema(); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		return s, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
+		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
+			return nil // another program's file: checkSchema names the problem, nothing is written
+		}
 		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -140,6 +182,57 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("initialize store %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// hasBuckets tells a file of another program from one whose first start ended before our
+// buckets were created: bbolt writes an empty database before the first transaction.
+func hasBuckets(tx *bolt.Tx) bool {
+	k, _ := tx.Cursor().First()
+	return k != nil
+}
+
+// openError says what to do about a failure to open the file.
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("open store %s: %w (is the daemon running? stop it first)", path, ErrLocked)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("open store %s: %w (the daemon's user must be able to read and write the file and its "+
+			"directory; under systemd, StateDirectory= provides one)", path, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("open store %s: %w (point store.path at a writable directory)", path, err)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch),
+		strings.Contains(err.Error(), "file size too small"):
+		return fmt.Errorf("open store %s: %w (%w); %s", path, ErrDamaged, err, damagedHint)
+	}
+	return fmt.Errorf("open store %s: %w", path, err)
+}
+
+// verify reads every key and value once per start, which buys the promise that a damaged store
+// stops the daemon before it sends anything. It walks the data rather than running bbolt's
+// tx.Check, which also asserts on both meta pages: bbolt keeps two so that one torn by a power
+// cut is survivable, and refusing to start then would turn a recoverable file into an outage.
+func (s *Store) verify() error {
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		// A panic must not escape the callback: the transaction would stay open and Close hang.
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			return b.ForEach(func(k, v []byte) error {
+				if bytes.Equal(name, bucketDeliveries) && !json.Valid(v) {
+					return fmt.Errorf("delivery record %q is not valid JSON", string(k[:min(len(k), 80)]))
+				}
+				return nil
+			})
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("open store %s: %w (%w); %s", s.path, ErrDamaged, err, damagedHint)
+	}
+	return nil
 }
 
 func (s *Store) checkSchema() error {
