@@ -103,7 +103,7 @@ func TestDamagedFileIsAnErrorNotAFreshStart(t *testing.T) {
 		"both meta pages":     scribble(good, 0, 2*page),
 		"one data page":       scribble(good, 5*page, 6*page),
 		"all data pages":      scribble(good, 2*page, len(good)),
-		"one record's bytes":  bytes.Replace(good, []byte(`"kind":"magic_auth"`), []byte("\"kind\":\"magic_\x00\x01\""), 1),
+		"one record's bytes":  bytes.Replace(good, []byte(`"kind":"magic_auth"`), []byte("\"kind\":\"magic_\x00\x01th\""), 1),
 	}
 	for name, content := range cases {
 		t.Run(name, func(t *testing.T) {
