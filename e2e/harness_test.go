@@ -212,3 +212,17 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 		}
 	}
 }
+
+// The failpoints must not exist in a release build: a stray environment variable must never be
+// able to kill a production daemon mid-send.
+func TestReleaseBuildHasNoFailpoints(t *testing.T) {
+	for bin, want := range map[string]bool{failpointBin: true, releaseBin: false} {
+		raw, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := bytes.Contains(raw, []byte("WORKOS_EMAILER_FAILPOINTS")); got != want {
+			t.Errorf("%s: contains the failpoint switch: %v, want %v", filepath.Base(bin), got, want)
+		}
+	}
+}
