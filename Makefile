@@ -6,12 +6,14 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX   ?= /usr/local
 
-.PHONY: help build test vet fmt-check fuzz demo clean
+.PHONY: help build test vet fmt-check fuzz demo e2e tools clean
 
 help:
 	@echo "make build   - build $(BIN)"
 	@echo "make test    - vet, format check, unit and integration tests (race detector), short fuzzing"
 	@echo "make demo    - run the whole pipeline against a simulated WorkOS; emails land in demo-out/outbox"
+	@echo "make e2e     - crash suite (SIGKILL), store faults, SES v2 emulator, WorkOS OpenAPI conformance (needs npm)"
+	@echo "make tools   - install the e2e tools (SES emulator, WorkOS OpenAPI spec) into .tools/node_modules"
 	@echo "make clean   - remove build and demo output"
 
 build:
@@ -34,6 +36,20 @@ fuzz:
 test: vet fmt-check
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
+
+# Third-party test tools from npm, pinned by .tools/package-lock.json, installed next to the
+# lock file and ignored by git.
+TOOLS_STAMP := .tools/node_modules/.package-lock.json
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP): .tools/package.json .tools/package-lock.json
+	cd .tools && npm ci --no-audit --no-fund --loglevel=error
+
+# The crash suite builds the daemon with -tags failpoint and kills it with SIGKILL; E2E_SEED
+# replays a run, E2E_EVENTS and E2E_KILLS size it. REQUIRE_E2E_TOOLS turns a missing tool into a
+# failure instead of a skip.
+E2E_FLAGS ?= -v
+e2e: tools
+	REQUIRE_E2E_TOOLS=1 $(GO) test -tags e2e -count=1 -timeout 30m $(E2E_FLAGS) ./e2e
 
 demo:
 	$(GO) run ./cmd/workos-emailer demo --dir demo-out
