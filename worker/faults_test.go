@@ -314,6 +314,8 @@ func TestWorkOSFaults(t *testing.T) {
 		{name: "malformed JSON 200", n: 3, fault: body("application/json", `{"object":"list",,"data":[}`)},
 		{name: "JSON of the wrong shape 200", n: 2, fault: body("application/json", `{"data":"none","id":7,"list_metadata":[]}`)},
 		{name: "body cut short", n: 2, fault: cutShort(`{"object":"list","data":[`)},
+		{name: "event without an id", n: 2, only: []string{list}, fault: body("application/json",
+			`{"object":"list","data":[{"object":"event","id":"","event":"magic_auth.created","data":{"id":"magic_auth_01X"},"created_at":"2026-01-01T00:00:00.000Z"}],"list_metadata":{"after":null}}`)},
 	}
 	for _, target := range []string{list, magic, org} {
 		for _, f := range faults {
