@@ -169,6 +169,8 @@ func TestSESUnavailableMarksServiceFailures(t *testing.T) {
 		unavailable bool
 	}{
 		{429, "TooManyRequestsException", true},
+		{400, "ThrottlingException", true},
+		{400, "Throttling", true},
 		{503, "ServiceUnavailable", true},
 		{500, "InternalFailure", false},
 		{400, "MessageRejected", false},

@@ -145,6 +145,17 @@ var (
 		"MailFromDomainNotVerifiedException": true,
 		"BadRequestException":                true,
 	}
+	// Throttling under the names AWS uses for it (SES v2 answers 429 TooManyRequestsException;
+	// the AWS-wide ThrottlingException and SES v1's Throttling come as 400): an outage, not the
+	// message's fault.
+	sesThrottled = map[string]bool{
+		"TooManyRequestsException":  true,
+		"ThrottlingException":       true,
+		"Throttling":                true,
+		"ThrottledException":        true,
+		"RequestThrottled":          true,
+		"RequestThrottledException": true,
+	}
 	// Errors that no single message caused and no retry of one message fixes.
 	sesPaused = map[string]bool{
 		"AccountSuspendedException":   true,
@@ -186,7 +197,7 @@ func classifySES(err error, wrote bool) error {
 			// Throttling, 5xx, and unknown 4xx are answers: SES did not accept the message, so a
 			// retry cannot duplicate it; unknown 4xx stay bounded by max_attempts.
 			se.Class = Retry
-			se.Unavailable = unavailable || code == "TooManyRequestsException" || code == "Throttling"
+			se.Unavailable = unavailable || sesThrottled[code]
 		}
 		return se
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
+	"unicode"
 )
 
 //go:embed templates
@@ -153,6 +154,11 @@ func (t *Templates) Render(data Data) (Rendered, error) {
 	if !ok {
 		return Rendered{}, fmt.Errorf("no template for email kind %q", data.Kind)
 	}
+	// Names come from WorkOS users and admins: one line each, so none can start lines of its
+	// own in the text body.
+	data.OrganizationName = oneLineName(data.OrganizationName)
+	data.InviterName = oneLineName(data.InviterName)
+	data.InviterEmail = oneLineName(data.InviterEmail)
 	var subject, html, text bytes.Buffer
 	if err := kt.subject.Execute(&subject, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s subject: %w", data.Kind, err)
@@ -173,6 +179,16 @@ func (t *Templates) Render(data Data) (Rendered, error) {
 // oneLine folds whitespace, CR and LF included, so a subject can never carry a header break.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// oneLineName drops control characters and folds whitespace, CR and LF included.
+func oneLineName(s string) string {
+	return oneLine(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) && !unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, s))
 }
 
 func humanDuration(d time.Duration) string {

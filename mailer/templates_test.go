@@ -122,6 +122,9 @@ func TestHostileDataIsEscaped(t *testing.T) {
 	if strings.ContainsAny(r.Subject, "\r\n") {
 		t.Errorf("subject has a line break: %q", r.Subject)
 	}
+	if strings.Contains(r.Text, "\nBcc:") || !strings.Contains(r.Text, "Mallory Bcc: x@example.com") {
+		t.Errorf("a name broke the text body into lines of its own:\n%s", r.Text)
+	}
 }
 
 func FuzzRenderEscapes(f *testing.F) {

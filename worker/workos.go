@@ -219,6 +219,10 @@ func (c *WorkOSClient) ListEvents(ctx context.Context, req ListRequest) (Page, e
 	}
 	page := Page{Events: make([]Event, 0, len(resp.Data))}
 	for _, e := range resp.Data {
+		if e.ID == "" {
+			// It could be neither recorded nor paged past: an unreadable answer, retried like one.
+			return Page{}, &APIError{Status: http.StatusBadGateway, Err: errors.New("WorkOS list events: an event without an id")}
+		}
 		page.Events = append(page.Events, Event{ID: e.ID, Type: e.Event, CreatedAt: e.CreatedAt, Data: e.Data})
 	}
 	return page, nil
