@@ -181,10 +181,12 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// oneLineName drops control characters and folds whitespace, CR and LF included.
+// oneLineName drops control characters and folds whitespace, CR and LF included. It also drops
+// bidirectional overrides (U+202E and friends), which could make a name display as something
+// else, e.g. reverse a domain an inviter "works at".
 func oneLineName(s string) string {
 	return oneLine(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) && !unicode.IsSpace(r) {
+		if unicode.IsControl(r) && !unicode.IsSpace(r) || unicode.Is(unicode.Bidi_Control, r) {
 			return -1
 		}
 		return r

@@ -103,7 +103,7 @@ func TestHostileDataIsEscaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := sampleData(KindInvitation)
-	d.OrganizationName = `<script>alert(1)</script>"Evil" Corp`
+	d.OrganizationName = `<script>alert(1)</script>"Evil" Corp` + "\u202Emoc.evil"
 	d.InviterName = "Mallory\r\nBcc: x@example.com <b>"
 	d.Brand.Name = `Brand "><img src=x onerror=alert(1)>`
 	d.Link = "javascript:alert(1)"
@@ -121,6 +121,9 @@ func TestHostileDataIsEscaped(t *testing.T) {
 	}
 	if strings.ContainsAny(r.Subject, "\r\n") {
 		t.Errorf("subject has a line break: %q", r.Subject)
+	}
+	if strings.Contains(r.HTML+r.Text+r.Subject, "\u202E") {
+		t.Error("a right-to-left override in a name reached the email")
 	}
 	if strings.Contains(r.Text, "\nBcc:") || !strings.Contains(r.Text, "Mallory Bcc: x@example.com") {
 		t.Errorf("a name broke the text body into lines of its own:\n%s", r.Text)
