@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -131,15 +130,7 @@ func crashRun(t *testing.T, seed uint64, onAmbiguous string, nEvents, nKills int
 		time.Sleep(time.Millisecond)
 		return false
 	}
-	var caughtUp atomic.Bool
-	var target atomic.Value
-	target.Store("")
-	wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == "/events" && r.URL.Query().Get("after") == target.Load().(string) {
-			caughtUp.Store(true)
-		}
-		return false
-	}
+	end := watchEnd(wos)
 	wosURL, sesURL := wos.Start(), ses.Start()
 	t.Cleanup(wos.Close)
 	t.Cleanup(ses.Close)
@@ -192,8 +183,7 @@ func crashRun(t *testing.T, seed uint64, onAmbiguous string, nEvents, nKills int
 
 	// One clean run finishes the stream.
 	last := wl.events[len(wl.events)-1].eventID
-	target.Store(last)
-	caughtUp.Store(false)
+	end.expect(last)
 	d := start(t, failpointBin, daemonEnv(), "run", "--config", cfg)
 	waitUntil(t, 2*time.Minute, "the final run to reach the end of the stream", func() bool {
 		select {
@@ -201,7 +191,7 @@ func crashRun(t *testing.T, seed uint64, onAmbiguous string, nEvents, nKills int
 			t.Fatalf("the final run exited early (code %d):\n%s", d.exitCode(), tail(d.stderr.String(), 20))
 		default:
 		}
-		return caughtUp.Load()
+		return end.done()
 	})
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	if code := d.exitCode(); code != 0 {

@@ -10,13 +10,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 )
 
 // binaries built once by TestMain.
@@ -226,3 +230,31 @@ func TestReleaseBuildHasNoFailpoints(t *testing.T) {
 		}
 	}
 }
+
+// endWatch tells when the daemon has asked WorkOS for the events after a given one. The worker
+// lists a page only after every event of the previous page is recorded final, so by then all
+// events up to that one are settled.
+type endWatch struct {
+	target  atomic.Value
+	reached atomic.Bool
+}
+
+func watchEnd(wos *fakeworkos.Server) *endWatch {
+	e := &endWatch{}
+	e.target.Store("(not armed)")
+	wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/events" && r.URL.Query().Get("after") == e.target.Load().(string) {
+			e.reached.Store(true)
+		}
+		return false
+	}
+	return e
+}
+
+// expect arms the watch for the events after eventID.
+func (e *endWatch) expect(eventID string) {
+	e.reached.Store(false)
+	e.target.Store(eventID)
+}
+
+func (e *endWatch) done() bool { return e.reached.Load() }

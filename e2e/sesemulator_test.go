@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -113,15 +112,7 @@ func emulatorStore(t *testing.T, base string) []emulatedEmail {
 func TestAgainstSESEmulator(t *testing.T) {
 	sesURL := startSESEmulator(t)
 	wos := fakeworkos.New(apiKey)
-	var caughtUp atomic.Bool
-	var last atomic.Value
-	last.Store("-")
-	wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		if r.URL.Path == "/events" && r.URL.Query().Get("after") == last.Load().(string) {
-			caughtUp.Store(true)
-		}
-		return false
-	}
+	end := watchEnd(wos)
 	wosURL := wos.Start()
 	t.Cleanup(wos.Close)
 
@@ -153,14 +144,14 @@ func TestAgainstSESEmulator(t *testing.T) {
 	wos.Update(revokedID, map[string]any{"state": "revoked"})
 	injectEv, _, _ := wos.AddCode("magic_auth", "victim@example.com\r\nBcc: evil@example.net", "user_01E", hour)
 	listEv, _, _ := wos.AddCode("magic_auth", "a@example.com, evil@example.net", "user_01F", hour)
-	last.Store(listEv)
+	end.expect(listEv)
 
 	dir := t.TempDir()
 	storePath := filepath.Join(dir, "state.db")
 	cfg := config{WorkOSURL: wosURL, SESURL: sesURL, StorePath: storePath,
 		Extra: "links:\n  password_reset_url: https://app.acme.example/reset?token={{.Token}}\nbrand:\n  name: Acme\n"}.write(t, dir)
 	d := start(t, releaseBin, daemonEnv(), "run", "--config", cfg)
-	waitUntil(t, time.Minute, "the daemon to reach the end of the stream", func() bool { return caughtUp.Load() })
+	waitUntil(t, time.Minute, "the daemon to reach the end of the stream", end.done)
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	if code := d.exitCode(); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, tail(d.output(), 20))
