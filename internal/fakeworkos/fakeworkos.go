@@ -294,20 +294,26 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
-			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "limit must be between 1 and 100")
+			writeValidationError(w, "limit", "limit must be an integer between 1 and 100")
 			return
 		}
 		limit = n
 	}
+	// The spec declares events as a form array without explode (events=a,b); workos-go sends
+	// the parameter once per type (events=a&events=b). WorkOS takes both.
 	types := map[string]bool{}
-	for _, t := range q["events"] {
-		types[t] = true
+	for _, v := range q["events"] {
+		for _, t := range strings.Split(v, ",") {
+			if t != "" {
+				types[t] = true
+			}
+		}
 	}
 	var since time.Time
 	if v := q.Get("range_start"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "range_start must be an ISO-8601 date")
+			writeValidationError(w, "range_start", "range_start must be an ISO-8601 date")
 			return
 		}
 		since = t
@@ -360,6 +366,16 @@ func WriteError(w http.ResponseWriter, status int, code, message string) {
 	}
 	b, _ := json.Marshal(body)
 	writeJSON(w, status, b)
+}
+
+// writeValidationError writes the 422 WorkOS answers to invalid parameters: a message and the
+// list of the fields that failed. The per-field codes are the fake's own.
+func writeValidationError(w http.ResponseWriter, field, message string) {
+	b, _ := json.Marshal(map[string]any{
+		"code": "invalid_request_parameters", "message": message,
+		"errors": []any{map[string]any{"field": field, "code": "invalid_" + field}},
+	})
+	writeJSON(w, http.StatusUnprocessableEntity, b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
