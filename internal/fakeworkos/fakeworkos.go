@@ -74,6 +74,7 @@ type Invitation struct {
 	ExpiresAt      time.Time
 	OrganizationID string
 	InviterUserID  string
+	RoleSlug       string // default "member" with an organization; always null without one
 }
 
 // AddInvitation creates an invitation and its invitation.created event. It returns the event
@@ -85,18 +86,26 @@ func (s *Server) AddInvitation(inv Invitation) (eventID, objectID, token string)
 	if inv.State == "" {
 		inv.State = "pending"
 	}
+	if inv.OrganizationID == "" {
+		inv.RoleSlug = ""
+	} else if inv.RoleSlug == "" {
+		inv.RoleSlug = "member"
+	}
 	objectID = s.id("invitation")
 	token = "tok" + strings.ToUpper(objectID[len(objectID)-12:]) + "inv"
 	obj := map[string]any{
 		"object": "invitation", "id": objectID, "email": inv.Email, "state": inv.State,
 		"accepted_at": nil, "revoked_at": nil, "expires_at": ts(inv.ExpiresAt),
 		"organization_id": nilIfEmpty(inv.OrganizationID), "inviter_user_id": nilIfEmpty(inv.InviterUserID),
-		"accepted_user_id": nil, "created_at": ts(now), "updated_at": ts(now),
+		"accepted_user_id": nil, "role_slug": nilIfEmpty(inv.RoleSlug), "created_at": ts(now), "updated_at": ts(now),
 		"token":                 token,
 		"accept_invitation_url": "https://auth.example.com/invite?invitation_token=" + token,
 	}
-	if inv.State == "revoked" {
+	switch inv.State {
+	case "revoked":
 		obj["revoked_at"] = ts(now)
+	case "accepted":
+		obj["accepted_at"] = ts(now)
 	}
 	s.objects[objectID] = obj
 	return s.addEvent("invitation.created", objectID, now), objectID, token
@@ -139,7 +148,8 @@ func (s *Server) AddOrganization(name string) string {
 	id := s.id("org")
 	now := ts(s.Now())
 	s.objects[id] = map[string]any{"object": "organization", "id": id, "name": name,
-		"allow_profiles_outside_organization": false, "domains": []any{}, "created_at": now, "updated_at": now}
+		"allow_profiles_outside_organization": false, "domains": []any{}, "metadata": map[string]any{},
+		"external_id": nil, "created_at": now, "updated_at": now}
 	return id
 }
 
@@ -150,7 +160,8 @@ func (s *Server) AddUser(first, last, email string) string {
 	id := s.id("user")
 	now := ts(s.Now())
 	s.objects[id] = map[string]any{"object": "user", "id": id, "email": email, "first_name": first,
-		"last_name": last, "email_verified": true, "profile_picture_url": nil, "created_at": now, "updated_at": now}
+		"last_name": last, "email_verified": true, "profile_picture_url": nil, "external_id": nil,
+		"metadata": map[string]any{}, "last_sign_in_at": nil, "created_at": now, "updated_at": now}
 	return id
 }
 
@@ -283,20 +294,26 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100 {
-			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "limit must be between 1 and 100")
+			writeValidationError(w, "limit", "limit must be an integer between 1 and 100")
 			return
 		}
 		limit = n
 	}
+	// The spec declares events as a form array without explode (events=a,b); workos-go sends
+	// the parameter once per type (events=a&events=b). WorkOS takes both.
 	types := map[string]bool{}
-	for _, t := range q["events"] {
-		types[t] = true
+	for _, v := range q["events"] {
+		for _, t := range strings.Split(v, ",") {
+			if t != "" {
+				types[t] = true
+			}
+		}
 	}
 	var since time.Time
 	if v := q.Get("range_start"); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "range_start must be an ISO-8601 date")
+			writeValidationError(w, "range_start", "range_start must be an ISO-8601 date")
 			return
 		}
 		since = t
@@ -349,6 +366,16 @@ func WriteError(w http.ResponseWriter, status int, code, message string) {
 	}
 	b, _ := json.Marshal(body)
 	writeJSON(w, status, b)
+}
+
+// writeValidationError writes the 422 WorkOS answers to invalid parameters: a message and the
+// list of the fields that failed. The per-field codes are the fake's own.
+func writeValidationError(w http.ResponseWriter, field, message string) {
+	b, _ := json.Marshal(map[string]any{
+		"code": "invalid_request_parameters", "message": message,
+		"errors": []any{map[string]any{"field": field, "code": "invalid_" + field}},
+	})
+	writeJSON(w, http.StatusUnprocessableEntity, b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
