@@ -583,3 +583,48 @@ func TestRejectedCursorIsReportedNotSkipped(t *testing.T) {
 		t.Error("the worker moved the cursor or sent on its own")
 	}
 }
+
+// WorkOS's spec defaults the events list to newest-first. The worker asks for oldest-first, and
+// refuses a page that is not: following a newest-first page would jump the cursor past events.
+func TestEventsAreListedOldestFirst(t *testing.T) {
+	h := newHarness(t)
+	h.opts.RetryBase, h.opts.RetryMax = 10*time.Millisecond, 20*time.Millisecond
+	clock := time.Now()
+	h.wos.Now = func() time.Time { clock = clock.Add(time.Second); return clock }
+	for _, to := range []string{"a@example.com", "b@example.com", "c@example.com"} {
+		h.wos.AddCode("magic_auth", to, "user_01", time.Now().Add(time.Hour))
+	}
+	var orders []string
+	var mu sync.Mutex
+	h.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/events" {
+			mu.Lock()
+			orders = append(orders, r.URL.Query().Get("order"))
+			mu.Unlock()
+			q := r.URL.Query()
+			q.Set("order", "desc") // an API that ignores the request's order
+			r.URL.RawQuery = q.Encode()
+		}
+		return false
+	}
+	stop := h.runBackground()
+	eventually(t, "several refused pages", func() bool { return h.wos.Requests("/events") >= 3 })
+	stop()
+	if h.cursor() != "" || h.ses.SendRequests() != 0 {
+		t.Fatalf("a newest-first page moved the cursor to %q or sent %d emails", h.cursor(), h.ses.SendRequests())
+	}
+	mu.Lock()
+	for _, o := range orders {
+		if o != "asc" {
+			t.Errorf("listed events with order=%q, want asc", o)
+		}
+	}
+	mu.Unlock()
+
+	h.wos.Intercept = nil
+	h.opts.StopWhenIdle = true
+	h.run()
+	if len(h.ses.Messages()) != 3 {
+		t.Errorf("%d emails after the API behaved, want 3", len(h.ses.Messages()))
+	}
+}

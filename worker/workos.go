@@ -128,10 +128,23 @@ func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClien
 	um.Endpoint = base
 	um.HTTPClient = hc
 	return &WorkOSClient{
-		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
+		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: &http.Client{Timeout: timeout, Transport: oldestFirst{hc.Transport}}},
 		um:     um,
 		orgs:   &organizations.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
 	}
+}
+
+// oldestFirst asks for events in ascending order. WorkOS's OpenAPI spec gives `order` a
+// default of "desc" (newest first); a cursor that follows newest-first pages would skip every
+// event created while it pages. workos-go v4 has no option for it, so the transport adds it.
+type oldestFirst struct{ base http.RoundTripper }
+
+func (t oldestFirst) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	q := req.URL.Query()
+	q.Set("order", "asc")
+	req.URL.RawQuery = q.Encode()
+	return t.base.RoundTrip(req)
 }
 
 type retryHintKey struct{}
@@ -218,10 +231,15 @@ func (c *WorkOSClient) ListEvents(ctx context.Context, req ListRequest) (Page, e
 		return Page{}, err
 	}
 	page := Page{Events: make([]Event, 0, len(resp.Data))}
-	for _, e := range resp.Data {
+	for i, e := range resp.Data {
 		if e.ID == "" {
 			// It could be neither recorded nor paged past: an unreadable answer, retried like one.
 			return Page{}, &APIError{Status: http.StatusBadGateway, Err: errors.New("WorkOS list events: an event without an id")}
+		}
+		if i > 0 && e.CreatedAt.Before(resp.Data[i-1].CreatedAt) {
+			// The cursor is the page's last event: on a newest-first page it would jump past
+			// everything else. Refuse the page rather than lose events.
+			return Page{}, &APIError{Status: http.StatusBadGateway, Err: errors.New("WorkOS list events: the page is not oldest-first")}
 		}
 		page.Events = append(page.Events, Event{ID: e.ID, Type: e.Event, CreatedAt: e.CreatedAt, Data: e.Data})
 	}

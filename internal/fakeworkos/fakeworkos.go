@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,19 +320,39 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		since = t
 	}
 
+	// The spec's default order is descending (newest first), so a client that wants the
+	// stream oldest-first, as a cursor needs, must ask for it; the fake holds it to that.
+	order := q.Get("order")
+	switch order {
+	case "", "asc", "desc", "normal":
+	default:
+		writeValidationError(w, "order", "order must be one of asc, desc, normal")
+		return
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	stream := s.events
+	if order != "asc" {
+		// desc and normal differ only in what before/after mean; after is all the fake serves.
+		stream = slices.Clone(s.events)
+		slices.Reverse(stream)
+	}
 	start := 0
 	if after := q.Get("after"); after != "" {
+		// Event ids sort in creation order.
 		i := sort.Search(len(s.events), func(i int) bool { return s.events[i].ID >= after })
 		if i == len(s.events) || s.events[i].ID != after {
 			WriteError(w, http.StatusBadRequest, "invalid_cursor", "The 'after' cursor does not refer to a known event.")
 			return
 		}
 		start = i + 1
+		if order != "asc" {
+			start = len(s.events) - i
+		}
 	}
 	data := []json.RawMessage{}
-	for _, e := range s.events[start:] {
+	for _, e := range stream[start:] {
 		if len(data) == limit {
 			break
 		}
