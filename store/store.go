@@ -56,7 +56,9 @@ type Delivery struct {
 	// operator's retry can fetch it again without the event. It is an id, not a secret.
 	ObjectID string `json:"object_id,omitempty"`
 	// MaybeDuplicate marks a sent email that was sent again after a send whose outcome was
-	// unknown (on_ambiguous: resend): the recipient may have received it twice.
+	// unknown (on_ambiguous: resend, or an operator's retry of an ambiguous record): the
+	// recipient may have received it twice. On a pending record queued for retry it means the
+	// earlier send's outcome is unknown.
 	MaybeDuplicate bool      `json:"maybe_duplicate,omitempty"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
