@@ -249,8 +249,9 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 		Use:   "reset --since RFC3339",
 		Short: "Forget the cursor: the next run reads events from --since (backfill; the daemon must be stopped)",
 		Long: "Forget the cursor: the next run reads events created from --since on (a backfill). Events that already\n" +
-			"have a delivery record are not sent again. WorkOS keeps events for about 30 days. The daemon holds\n" +
-			"the store while it runs: stop it first.",
+			"have a delivery record are not sent again. WorkOS keeps events for about 30 days; --since may not be\n" +
+			"further back than store.retention, whose older records may be pruned. The daemon holds the store\n" +
+			"while it runs: stop it first.",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("since") {
@@ -267,6 +268,11 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			cfg, err := load(cmd)
 			if err != nil {
 				return err
+			}
+			if t.Before(now.Add(-cfg.Store.Retention)) {
+				// Records of older events may have been pruned: their emails would go out again.
+				return usageError{fmt.Errorf("--since %s is further back than store.retention (%s): delivery records of "+
+					"older events may have been pruned, and a backfill would send those emails again", since, cfg.Store.Retention)}
 			}
 			st, err := openStoreForWrite(cfg, "cursor reset")
 			if err != nil {

@@ -58,6 +58,9 @@ func opsConfig(t *testing.T, db, admin string) string {
 	return writeConfig(t, fmt.Sprintf("mailer:\n  driver: log\nstore:\n  path: %s\nadmin:\n  listen: %q\n", db, admin))
 }
 
+// recently is a valid --since for cursor reset.
+var recently = time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339)
+
 func opsSetup(t *testing.T) {
 	t.Helper()
 	isolate(t)
@@ -234,7 +237,7 @@ func TestWritersRefuseWhileTheDaemonHoldsTheStore(t *testing.T) {
 	cfg := opsConfig(t, db, "")
 	for _, args := range [][]string{
 		{"cursor", "set", "event_01Z"},
-		{"cursor", "reset", "--since", "2026-01-01T00:00:00Z"},
+		{"cursor", "reset", "--since", recently},
 		{"dead", "retry", "event_01B"},
 		{"dead", "retry", "--all"},
 	} {
@@ -272,6 +275,7 @@ func TestCursorCommands(t *testing.T) {
 		{[]string{"cursor", "reset", "--since", "2026-01-02"}, "--since"},
 		{[]string{"cursor", "reset", "--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "in the future"},
 		{[]string{"cursor", "frob"}, "unknown command"},
+		{[]string{"cursor", "reset", "--since", time.Now().Add(-50 * 24 * time.Hour).UTC().Format(time.RFC3339)}, "store.retention"},
 	} {
 		_, errOut := mustCLI(t, exitUsage, append(tc.args, "--config", cfg)...)
 		if !strings.Contains(errOut, tc.want) {
@@ -291,7 +295,7 @@ func TestCursorCommands(t *testing.T) {
 		t.Errorf("cursor show after set: %q", out)
 	}
 
-	since := "2026-01-15T08:00:00Z"
+	since := time.Now().Add(-72 * time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	out, _ = mustCLI(t, 0, "cursor", "reset", "--since", since, "--config", cfg)
 	if !strings.Contains(out, "cursor reset (was event_01Z)") || !strings.Contains(out, since) || !strings.Contains(out, "not sent again") {
 		t.Errorf("cursor reset: %q", out)
@@ -410,7 +414,7 @@ func TestOpsCommandsNeedAnExistingStore(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "missing", "state.db")
 	cfg := opsConfig(t, db, "")
 	for _, args := range [][]string{{"status"}, {"dead", "list"}, {"cursor", "show"}, {"cursor", "set", "event_01A"},
-		{"cursor", "reset", "--since", "2026-01-01T00:00:00Z"}, {"dead", "retry", "--all"}} {
+		{"cursor", "reset", "--since", recently}, {"dead", "retry", "--all"}} {
 		_, errOut := mustCLI(t, exitFailure, append(args, "--config", cfg)...)
 		if !strings.Contains(errOut, "no store at "+db) || !strings.Contains(errOut, "store.path") {
 			t.Errorf("%v: %q", args, errOut)
