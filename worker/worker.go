@@ -123,6 +123,7 @@ func (o *Options) setDefaults() {
 // Worker runs the pipeline. Create it with New.
 type Worker struct {
 	opts     Options
+	hk       housekeeping // retries and pruning between polls (retry.go, prune.go)
 	workos   WorkOS
 	store    Store
 	sender   Sender
@@ -131,7 +132,6 @@ type Worker struct {
 	enabled  map[string]bool
 	types    []string
 	paused   atomic.Bool
-	hk       housekeeping // retries and pruning between polls (retry.go, prune.go)
 }
 
 // New wires a worker.
