@@ -171,7 +171,7 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 		t.Errorf("stderr %q", errOut)
 	}
 	out, _ = mustCLI(t, 0, "status", "--config", cfg)
-	for _, want := range []string{"daemon (admin listener)", "last poll  " + lastPoll.UTC().Format(time.RFC3339), "quota 14/s, 50000 per 24h, 3 sent"} {
+	for _, want := range []string{"daemon (admin listener)", "last poll  " + lastPoll.UTC().Format(time.RFC3339), "not paused; quota 14/s, 50000 per 24h, 3 sent"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -312,12 +312,14 @@ func printStatus(w io.Writer, d statusDoc) error {
 	}
 	if l := d.Live; l != nil {
 		fmt.Fprintf(tw, "last poll\t%s\n", human(l.LastPollAt, d.GeneratedAt))
-		ses := "sending"
+		ses := "not paused"
 		if l.SESPaused {
 			ses = "PAUSED: SES refuses to send for the account (see the daemon's log)"
 		}
 		if q := l.SESQuota; q != nil {
 			ses += fmt.Sprintf("; quota %g/s, %g per 24h, %g sent in the last 24h", q.MaxSendRate, q.Max24HourSend, q.SentLast24Hours)
+		} else {
+			ses += "; quota unknown"
 		}
 		fmt.Fprintf(tw, "SES\t%s\n", ses)
 	} else {
