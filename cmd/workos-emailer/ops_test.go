@@ -241,14 +241,10 @@ func TestWritersRefuseWhileTheDaemonHoldsTheStore(t *testing.T) {
 		{"dead", "retry", "event_01B"},
 		{"dead", "retry", "--all"},
 	} {
-		start := time.Now()
 		_, errOut := mustCLI(t, exitLocked, append(args, "--config", cfg)...)
 		if !strings.Contains(errOut, "stop the service first") || !strings.Contains(errOut, "systemctl stop workos-emailer") ||
 			!strings.Contains(errOut, db) {
 			t.Errorf("%v: %q", args, errOut)
-		}
-		if elapsed := time.Since(start); elapsed > 10*time.Second {
-			t.Errorf("%v took %v", args, elapsed)
 		}
 	}
 }
