@@ -52,8 +52,13 @@ type Delivery struct {
 	Attempts  int    `json:"attempts,omitempty"`
 	Reason    string `json:"reason,omitempty"`
 	MessageID string `json:"message_id,omitempty"`
+	// ObjectID is the WorkOS object the event refers to (e.g. invitation_01...), kept so an
+	// operator's retry can fetch it again without the event. It is an id, not a secret.
+	ObjectID string `json:"object_id,omitempty"`
 	// MaybeDuplicate marks a sent email that was sent again after a send whose outcome was
-	// unknown (on_ambiguous: resend): the recipient may have received it twice.
+	// unknown (on_ambiguous: resend, or an operator's retry of an ambiguous record): the
+	// recipient may have received it twice. On a pending record queued for retry it means the
+	// earlier send's outcome is unknown.
 	MaybeDuplicate bool      `json:"maybe_duplicate,omitempty"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
@@ -163,16 +168,23 @@ func Open(path string, opts Options) (s *Store, err error) {
 		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
 			return nil // another program's file: checkSchema names the problem, nothing is written
 		}
-		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending} {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keySchema); v == nil {
-			return meta.Put(keySchema, []byte(schemaVersion))
+			if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+				return err
+			}
 		}
-		return nil
+		if !derivedCurrent(tx) {
+			if err := rebuildDerived(tx); err != nil {
+				return fmt.Errorf("rebuild counters and indexes: %w", err)
+			}
+		}
+		return stampDerived(tx)
 	})
 	if err == nil {
 		err = s.checkSchema()
@@ -257,15 +269,8 @@ func (s *Store) Close() error { return s.db.Close() }
 // Position reads where polling resumes.
 func (s *Store) Position() (Position, error) {
 	var p Position
-	err := s.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		p.Cursor = string(meta.Get(keyCursor))
-		p.Initialized = meta.Get(keyInitialized) != nil
-		var err error
-		if p.CursorSetAt, err = getTime(meta, keyCursorSetAt); err != nil {
-			return err
-		}
-		p.Since, err = getTime(meta, keySince)
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		p, err = readPosition(tx.Bucket(bucketMeta))
 		return err
 	})
 	if err != nil {
@@ -274,11 +279,23 @@ func (s *Store) Position() (Position, error) {
 	return p, nil
 }
 
+func readPosition(meta *bolt.Bucket) (Position, error) {
+	var p Position
+	p.Cursor = string(meta.Get(keyCursor))
+	p.Initialized = meta.Get(keyInitialized) != nil
+	var err error
+	if p.CursorSetAt, err = getTime(meta, keyCursorSetAt); err != nil {
+		return Position{}, err
+	}
+	p.Since, err = getTime(meta, keySince)
+	return p, err
+}
+
 // InitPosition records the starting point of a store that has none yet (zero since: oldest) and
 // returns the position in force. Persisting it means a restart before the first event still
 // starts from the same point instead of a later "now".
 func (s *Store) InitPosition(since time.Time) (Position, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta.Get(keyInitialized) != nil {
 			return nil
@@ -293,7 +310,7 @@ func (s *Store) InitPosition(since time.Time) (Position, error) {
 
 // ResetCursor forgets the cursor: the next run reads events from since (backfill).
 func (s *Store) ResetCursor(since time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		for _, k := range [][]byte{keyCursor, keyCursorSetAt} {
 			if err := meta.Delete(k); err != nil {
@@ -310,7 +327,7 @@ func (s *Store) ResetCursor(since time.Time) error {
 
 // SetCursor makes polling resume after eventID.
 func (s *Store) SetCursor(eventID string, now time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		return putCursor(tx.Bucket(bucketMeta), eventID, now)
 	})
 	if err != nil {
@@ -360,7 +377,7 @@ func (s *Store) Delivery(eventID string) (Delivery, bool, error) {
 // Save writes d durably (fsync) and, when cursor is not empty, moves the cursor to it in the same
 // transaction, so a final record and the cursor that depends on it cannot be torn apart.
 func (s *Store) Save(d Delivery, cursor string, now time.Time) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if err := putDelivery(tx, d); err != nil {
 			return err
 		}
@@ -375,19 +392,47 @@ func (s *Store) Save(d Delivery, cursor string, now time.Time) error {
 	return nil
 }
 
+// putDelivery writes d and keeps what is derived from the records in step within the same
+// transaction: the sending index, the per kind x state counters, the index of dead and
+// ambiguous records, and the operator's retry queue, which a final record leaves.
 func putDelivery(tx *bolt.Tx, d Delivery) error {
 	v, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
 	key := []byte(d.EventID)
-	if err := tx.Bucket(bucketDeliveries).Put(key, v); err != nil {
+	all := tx.Bucket(bucketDeliveries)
+	if old := all.Get(key); old != nil {
+		h, err := decodeHead(key, old)
+		if err != nil {
+			return err
+		}
+		if err := addCount(tx, h.Kind, h.State, -1); err != nil {
+			return err
+		}
+	}
+	if err := all.Put(key, v); err != nil {
 		return err
 	}
-	if d.State == Sending {
-		return tx.Bucket(bucketSending).Put(key, nil)
+	if err := addCount(tx, d.Kind, d.State, 1); err != nil {
+		return err
 	}
-	return tx.Bucket(bucketSending).Delete(key)
+	if err := setIndex(tx.Bucket(bucketProblems), key, d.State == Dead || d.State == Ambiguous); err != nil {
+		return err
+	}
+	if d.State.Final() {
+		if err := tx.Bucket(bucketRetry).Delete(key); err != nil {
+			return err
+		}
+	}
+	return setIndex(tx.Bucket(bucketSending), key, d.State == Sending)
+}
+
+func setIndex(b *bolt.Bucket, key []byte, in bool) error {
+	if in {
+		return b.Put(key, nil)
+	}
+	return b.Delete(key)
 }
 
 // Interrupted returns the records left in state Sending by a process that stopped mid-send.

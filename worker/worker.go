@@ -80,6 +80,8 @@ type Options struct {
 	RetryMax  time.Duration
 	// PausedRetry is how long sending waits after SES says the account cannot send.
 	PausedRetry time.Duration
+	// Retention: final records last updated longer ago are pruned (worker/prune.go); 0 keeps all.
+	Retention time.Duration
 	// StopWhenIdle makes Run return at the first empty page (demo, tests).
 	StopWhenIdle bool
 	Now          func() time.Time
@@ -121,6 +123,7 @@ func (o *Options) setDefaults() {
 // Worker runs the pipeline. Create it with New.
 type Worker struct {
 	opts     Options
+	hk       housekeeping // retries and pruning between polls (retry.go, prune.go)
 	workos   WorkOS
 	store    Store
 	sender   Sender
@@ -169,6 +172,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Strings("event_types", w.types))
 	failures := 0
 	for ctx.Err() == nil {
+		// Operator-queued retries and pruning (retry.go, prune.go).
+		if err := w.beforePoll(ctx); err != nil {
+			if errors.Is(err, errStopped) {
+				break
+			}
+			return err
+		}
 		page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
 		if err != nil {
 			if ctx.Err() != nil {
@@ -394,7 +404,8 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", rec.Kind))
 	// maybeSent: an earlier send of this event may have been accepted (on_ambiguous: resend).
 	// If the event then ends other than sent, it is ambiguous, so nobody retries it blindly.
-	maybeSent := found && rec.State == store.Sending
+	// A record an operator queued for retry after it was ambiguous carries MaybeDuplicate too.
+	maybeSent := found && (rec.State == store.Sending || rec.MaybeDuplicate)
 	for {
 		if ctx.Err() != nil {
 			return nil, errStopped
@@ -486,6 +497,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	if err != nil {
 		return finalAs(rec, store.Dead, err.Error()), nil
 	}
+	rec.ObjectID = ref.ID // an id, not a secret: lets an operator's retry fetch it again
 
 	rec.Attempts++
 	obj, err := w.workos.Resolve(ctx, rec.Kind, ref.ID)

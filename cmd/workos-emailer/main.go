@@ -120,6 +120,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			},
 		},
 	)
+	root.AddCommand(opsCommands(load, stdout, stderr)...) // status, cursor, dead: ops.go, status.go
 	return root
 }
 
@@ -230,6 +231,7 @@ func workerOptions(cfg *Config) worker.Options {
 		Kinds:            cfg.Events.Enabled,
 		InvitationURL:    cfg.invitationURL,
 		PasswordResetURL: cfg.passwordURL,
+		Retention:        cfg.Store.Retention,
 		Brand: mailer.Brand{Name: cfg.Brand.Name, LogoURL: cfg.Brand.LogoURL,
 			PrimaryColor: cfg.Brand.PrimaryColor, SupportEmail: cfg.Brand.SupportEmail},
 	}
