@@ -61,6 +61,12 @@ const (
 	ReasonMaybeSent      = "maybe_sent"      // resent after an unknown outcome, then not sent
 )
 
+// Reasons lists every Reason* code.
+var Reasons = []string{ReasonNone, ReasonMaybeDuplicate, ReasonUnhandled, ReasonDisabled, ReasonTooOld,
+	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
+	ReasonInvalidObject, ReasonRenderFailed, ReasonWorkOSRejected, ReasonRejected, ReasonMaxAttempts,
+	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent}
+
 // Send outcomes, as a metric label.
 const (
 	SendSent        = "sent"        // accepted, MessageId returned
@@ -70,6 +76,9 @@ const (
 	SendPaused      = "paused"      // the account cannot send
 	SendUnknown     = "unknown"     // may have been accepted
 )
+
+// SendOutcomes lists every Send* outcome.
+var SendOutcomes = []string{SendSent, SendRejected, SendFailed, SendUnavailable, SendPaused, SendUnknown}
 
 // sendOutcome maps a Sender's error to a Send* outcome.
 func sendOutcome(err error) string {
