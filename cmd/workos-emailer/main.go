@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -208,7 +209,17 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	wos := worker.NewWorkOSClient(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0)
-	w := worker.New(workerOptions(cfg), wos, st, sender, templates, log)
+	// Observability (observability.go): metrics, admin listener, systemd READY/STOPPING/watchdog.
+	obs := newDaemonObs(cfg, log)
+	opts := workerOptions(cfg)
+	opts.Observer = obs.metrics
+	w := worker.New(opts, wos, st, sender, templates, log)
+	// Admin routes besides /healthz, /readyz and /metrics, e.g. "/status": statusHandler(...).
+	adminRoutes := map[string]http.Handler{}
+	if err := obs.start(ctx, cfg, st, w, sender, adminRoutes); err != nil {
+		return err
+	}
+	defer obs.shutdown() // after the worker drains, before the store closes
 	log.Info("workos-emailer started", zap.String("version", version), zap.String("store", st.Path()),
 		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")))
 	if err := w.Run(ctx); err != nil {

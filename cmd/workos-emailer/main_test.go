@@ -149,6 +149,8 @@ mailer:
   ses:
     region: us-east-1
     endpoint: `+sesURL+`
+admin:
+  listen: "127.0.0.1:0"
 `)
 	_, _, code := wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
 
