@@ -69,7 +69,10 @@ DOCDIR     ?= $(PREFIX)/share/doc/workos-emailer
 SYSCONFDIR ?= /etc
 UNITS      := workos-emailer.service workos-emailer@.service
 
-install: build
+# install builds the binary only if it is missing, so `make build && sudo make install` works
+# where root has no Go toolchain.
+install:
+	@test -x $(BIN) || $(MAKE) build BIN=$(BIN)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/workos-emailer
 	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/workos-emailer
