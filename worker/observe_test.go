@@ -243,3 +243,42 @@ func TestHeartbeatBeatsDuringLongWaits(t *testing.T) {
 }
 
 var _ Observer = NopObserver{}
+
+// Only an SES answer ends the pause: an event skipped meanwhile says nothing about SES, so
+// readiness and the sending_paused gauge stay put.
+func TestSkippedEventDoesNotEndPause(t *testing.T) {
+	h := newHarness(t)
+	now := time.Now()
+	h.wos.AddCode("magic_auth", "a@example.com", "user_01", now.Add(time.Hour))
+	expiredEv, expired, _ := h.wos.AddCode("magic_auth", "b@example.com", "user_02", now.Add(-time.Second))
+	release := make(chan struct{})
+	h.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/"+expired) {
+			<-release // resolve the expired code only once SES has paused sending
+		}
+		return false
+	}
+	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		fakeses.WriteError(w, http.StatusBadRequest, "SendingPausedException", "Sending is paused for this account.")
+		return true
+	}
+	h.opts.PausedRetry = time.Hour
+	h.opts.StopWhenIdle = false
+	w := h.worker()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	eventually(t, "paused", w.Paused)
+	close(release)
+	eventually(t, "the expired code skipped", func() bool {
+		d, ok, _ := h.store.Delivery(expiredEv)
+		return ok && d.State == store.Skipped
+	})
+	if !w.Paused() {
+		t.Error("a skipped event ended the pause")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -444,7 +444,6 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 				rec.State = store.Ambiguous
 				res.code = ReasonMaybeSent
 			}
-			w.paused.Store(false)
 			logFinal(log, &rec)
 			w.obs.Finished(rec.Kind, string(rec.State), res.code)
 			return &rec, nil
@@ -555,6 +554,11 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		EventID: ev.ID, Kind: rec.Kind, Date: now,
 	})
 	w.obs.SendAttempt(rec.Kind, sendOutcome(err), time.Since(sendStart))
+	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry {
+		// SES answered for this message, so the account can send again. (Only an answer clears
+		// the pause: a skipped event says nothing about SES.)
+		w.paused.Store(false)
+	}
 	if err == nil {
 		w.obs.EventLag(rec.Kind, w.opts.Now().Sub(ev.CreatedAt))
 		failpoint.Hit("after-send")
