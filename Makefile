@@ -6,7 +6,7 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX   ?= /usr/local
 
-.PHONY: help build test vet fmt-check fuzz demo e2e tools clean
+.PHONY: help build test vet fmt-check fuzz demo e2e tools clean install uninstall
 
 help:
 	@echo "make build   - build $(BIN)"
@@ -14,6 +14,8 @@ help:
 	@echo "make demo    - run the whole pipeline against a simulated WorkOS; emails land in demo-out/outbox"
 	@echo "make e2e     - crash suite (SIGKILL), store faults, SES v2 emulator, WorkOS OpenAPI conformance (needs npm)"
 	@echo "make tools   - install the e2e tools (SES emulator, WorkOS OpenAPI spec) into .tools/node_modules"
+	@echo "make install - binary, systemd units, README, and the sample config if none (PREFIX=$(PREFIX), DESTDIR)"
+	@echo "make uninstall - remove what install put in place except config and state"
 	@echo "make clean   - remove build and demo output"
 
 build:
@@ -56,3 +58,46 @@ demo:
 
 clean:
 	rm -rf bin demo-out outbox
+
+# Installed paths. Units go to $(PREFIX)/lib/systemd/system (/usr/local/lib/systemd/system by
+# default), which systemd searches for units the administrator installs; /etc/systemd/system
+# stays free for the operator's own overrides (systemctl edit), which uninstall never touches.
+# Packagers set PREFIX=/usr. The units are rewritten to the installed paths.
+BINDIR     ?= $(PREFIX)/bin
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DOCDIR     ?= $(PREFIX)/share/doc/workos-emailer
+SYSCONFDIR ?= /etc
+UNITS      := workos-emailer.service workos-emailer@.service
+
+# install builds the binary only if it is missing, so `make build && sudo make install` works
+# where root has no Go toolchain.
+install:
+	@test -x $(BIN) || $(MAKE) build BIN=$(BIN)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/workos-emailer
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/workos-emailer
+	for u in $(UNITS); do \
+		sed -e 's#/usr/local/bin/workos-emailer#$(BINDIR)/workos-emailer#g' \
+		    -e 's#/usr/local/share/doc/workos-emailer#$(DOCDIR)#g' \
+		    -e 's#/etc/workos-emailer/#$(SYSCONFDIR)/workos-emailer/#g' \
+		    deploy/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@# The config holds no secrets and must be readable by the service's dynamic user; an
+	@# existing one is the operator's and is never overwritten.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml ]; then \
+		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml"; \
+	else \
+		install -m 0644 config.yaml $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml && \
+		echo "installed sample $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml: edit mailer.from"; \
+	fi
+	@echo "next: put WORKOS_API_KEY=... in $(SYSCONFDIR)/workos-emailer/env (mode 0600), then"
+	@echo "      systemctl daemon-reload && systemctl enable --now workos-emailer"
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/workos-emailer $(DESTDIR)$(DOCDIR)/README.md
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@echo "kept $(SYSCONFDIR)/workos-emailer and the state in /var/lib/workos-emailer"

@@ -85,6 +85,10 @@ type Options struct {
 	// StopWhenIdle makes Run return at the first empty page (demo, tests).
 	StopWhenIdle bool
 	Now          func() time.Time
+	// Observer sees polls, sends and outcomes (metrics); nil: none.
+	Observer Observer
+	// HeartbeatEvery is how often a deliberate wait beats the heartbeat. Default 5s.
+	HeartbeatEvery time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -132,6 +136,7 @@ type Worker struct {
 	enabled  map[string]bool
 	types    []string
 	paused   atomic.Bool
+	observed // observer, heartbeat, last successful poll: observe.go
 }
 
 // New wires a worker.
@@ -141,6 +146,7 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	for _, k := range opts.Kinds {
 		wk.enabled[k] = true
 	}
+	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
 	// Every handled type is listed, enabled or not, so a disabled kind's events are recorded as
 	// skipped instead of vanishing from under a cursor that moves past them.
 	for typ := range EventKinds {
@@ -168,6 +174,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	after := pos.Cursor
+	if !pos.CursorSetAt.IsZero() {
+		w.obs.CursorMoved(pos.CursorSetAt)
+	}
 	w.log.Info("polling WorkOS events", zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since),
 		zap.Strings("event_types", w.types))
 	failures := 0
@@ -184,6 +193,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				break
 			}
+			w.polled(0, err)
 			failures++
 			delay := w.backoff(failures, retryAfterOf(err))
 			var apiErr *APIError
@@ -193,15 +203,16 @@ func (w *Worker) Run(ctx context.Context) error {
 					"stop the daemon and reset the cursor to a time to backfill from", zap.String("cursor", after), zap.Error(err))
 			}
 			w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
-			sleep(ctx, delay)
+			w.wait(ctx, delay)
 			continue
 		}
+		w.polled(len(page.Events), nil)
 		failures = 0
 		if len(page.Events) == 0 {
 			if w.opts.StopWhenIdle {
 				return nil
 			}
-			sleep(ctx, w.opts.PollInterval)
+			w.wait(ctx, w.opts.PollInterval)
 			continue
 		}
 		if err := w.processPage(ctx, page.Events); err != nil {
@@ -212,7 +223,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		after = page.Events[len(page.Events)-1].ID
 		if len(page.Events) < w.opts.PageSize && !w.opts.StopWhenIdle {
-			sleep(ctx, w.opts.PollInterval)
+			w.wait(ctx, w.opts.PollInterval)
 		}
 	}
 	w.log.Info("stopped polling")
@@ -242,6 +253,7 @@ func (w *Worker) recoverInterrupted() error {
 		if err := w.store.Save(d, "", now); err != nil {
 			return err
 		}
+		w.obs.Finished(d.Kind, string(d.State), ReasonInterrupted)
 		w.log.Warn("send was interrupted; marked ambiguous and held", zap.String("event_id", d.EventID),
 			zap.String("kind", d.Kind), zap.Int("attempts", d.Attempts))
 	}
@@ -311,15 +323,22 @@ func (p *pageProgress) finish(i int, rec *store.Delivery) error {
 		cursor = p.events[p.prefix-1].ID
 	}
 	now := p.w.opts.Now()
+	p.w.beat()
 	if rec != nil {
 		if err := p.w.store.Save(*rec, cursor, now); err != nil {
 			return err
+		}
+		if cursor != "" {
+			p.w.obs.CursorMoved(now)
 		}
 		failpoint.Hit("after-record")
 		return nil
 	}
 	if cursor != "" {
-		return p.w.store.SetCursor(cursor, now)
+		if err := p.w.store.SetCursor(cursor, now); err != nil {
+			return err
+		}
+		p.w.obs.CursorMoved(now)
 	}
 	return nil
 }
@@ -379,12 +398,14 @@ type result struct {
 	unavailable bool
 	// maybeSent: this try's send may have been accepted.
 	maybeSent bool
+	// code is a Reason* label for a final outcome (metrics).
+	code string
 }
 
-func finalAs(rec *store.Delivery, state store.State, reason string) result {
+func finalAs(rec *store.Delivery, state store.State, code, reason string) result {
 	rec.State = state
 	rec.Reason = reason
-	return result{outcome: final}
+	return result{outcome: final, code: code}
 }
 
 // deliver takes one event to a final state. It returns nil when the store already had a final
@@ -410,9 +431,10 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 		if ctx.Err() != nil {
 			return nil, errStopped
 		}
+		w.beat()
 		var res result
 		if rec.Attempts >= w.opts.MaxAttempts {
-			res = finalAs(&rec, store.Dead, fmt.Sprintf("gave up after %d attempts: %s", rec.Attempts, rec.Reason))
+			res = finalAs(&rec, store.Dead, ReasonMaxAttempts, fmt.Sprintf("gave up after %d attempts: %s", rec.Attempts, rec.Reason))
 		} else {
 			res, err = w.attempt(ctx, ev, &rec, log)
 			if err != nil {
@@ -427,12 +449,14 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			case maybeSent && rec.State == store.Sent:
 				rec.MaybeDuplicate = true
 				rec.Reason = "sent again after a send whose outcome was unknown (on_ambiguous: resend); the recipient may have two copies"
+				res.code = ReasonMaybeDuplicate
 			case maybeSent && rec.State != store.Ambiguous:
 				rec.Reason = "an earlier send may have been accepted by SES; then: " + rec.Reason
 				rec.State = store.Ambiguous
+				res.code = ReasonMaybeSent
 			}
-			w.paused.Store(false)
 			logFinal(log, &rec)
+			w.obs.Finished(rec.Kind, string(rec.State), res.code)
 			return &rec, nil
 		case retry:
 			if res.unavailable {
@@ -445,7 +469,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			delay := w.backoff(rec.Attempts, res.retryAfter)
 			log.Warn("delivery failed; will retry", zap.String("reason", res.reason),
 				zap.Int("attempts", rec.Attempts), zap.Duration("retry_in", delay))
-			if !sleep(ctx, delay) {
+			if !w.wait(ctx, delay) {
 				return nil, errStopped
 			}
 		case paused:
@@ -458,7 +482,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			delay := jitter(w.opts.PausedRetry)
 			log.Error("SES refuses to send for the whole account: sending is paused; fix the account, then it resumes by itself",
 				zap.String("reason", res.reason), zap.Duration("retry_in", delay))
-			if !sleep(ctx, delay) {
+			if !w.wait(ctx, delay) {
 				return nil, errStopped
 			}
 		}
@@ -487,15 +511,15 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	now := w.opts.Now()
 	switch {
 	case rec.Kind == "":
-		return finalAs(rec, store.Skipped, fmt.Sprintf("event type %q is not handled", truncate(ev.Type, 80))), nil
+		return finalAs(rec, store.Skipped, ReasonUnhandled, fmt.Sprintf("event type %q is not handled", truncate(ev.Type, 80))), nil
 	case !w.enabled[rec.Kind]:
-		return finalAs(rec, store.Skipped, "kind "+rec.Kind+" is not enabled in events.enabled"), nil
+		return finalAs(rec, store.Skipped, ReasonDisabled, "kind "+rec.Kind+" is not enabled in events.enabled"), nil
 	case w.opts.MaxEventAge > 0 && now.Sub(ev.CreatedAt) > w.opts.MaxEventAge:
-		return finalAs(rec, store.Skipped, "event is older than delivery.max_event_age"), nil
+		return finalAs(rec, store.Skipped, ReasonTooOld, "event is older than delivery.max_event_age"), nil
 	}
 	ref, err := parseEventData(ev.Data)
 	if err != nil {
-		return finalAs(rec, store.Dead, err.Error()), nil
+		return finalAs(rec, store.Dead, ReasonInvalidEvent, err.Error()), nil
 	}
 	rec.ObjectID = ref.ID // an id, not a secret: lets an operator's retry fetch it again
 
@@ -506,17 +530,17 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	}
 	switch {
 	case obj.ObjectID != ref.ID:
-		return finalAs(rec, store.Dead, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), ref.ID)), nil
+		return finalAs(rec, store.Dead, ReasonMismatch, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), ref.ID)), nil
 	case ref.Email != "" && !strings.EqualFold(obj.Email, ref.Email):
-		return finalAs(rec, store.Dead, "the object's email differs from the event's; not sent"), nil
+		return finalAs(rec, store.Dead, ReasonMismatch, "the object's email differs from the event's; not sent"), nil
 	case rec.Kind == mailer.KindInvitation && obj.State != "pending":
-		return finalAs(rec, store.Skipped, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
+		return finalAs(rec, store.Skipped, ReasonNotPend, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
 	case !now.Before(obj.ExpiresAt):
-		return finalAs(rec, store.Skipped, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
+		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
 	}
 	to, err := mailer.ParseRecipient(obj.Email)
 	if err != nil {
-		return finalAs(rec, store.Dead, "invalid recipient: "+err.Error()), nil
+		return finalAs(rec, store.Dead, ReasonInvalidRecipient, "invalid recipient: "+err.Error()), nil
 	}
 	log.Debug("resolved", zap.String("to", to), zap.Time("expires_at", obj.ExpiresAt))
 
@@ -526,7 +550,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	}
 	rendered, err := w.renderer.Render(data)
 	if err != nil {
-		return finalAs(rec, store.Dead, err.Error()), nil
+		return finalAs(rec, store.Dead, ReasonRenderFailed, err.Error()), nil
 	}
 
 	rec.State, rec.Reason = store.Sending, ""
@@ -536,18 +560,26 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	}
 	failpoint.Hit("before-send")
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
+	sendStart := time.Now()
 	msgID, err := w.sender.Send(context.WithoutCancel(ctx), mailer.Message{
 		To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
 		EventID: ev.ID, Kind: rec.Kind, Date: now,
 	})
+	w.obs.SendAttempt(rec.Kind, sendOutcome(err), time.Since(sendStart))
+	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry {
+		// SES answered for this message, so the account can send again. (Only an answer clears
+		// the pause: a skipped event says nothing about SES.)
+		w.paused.Store(false)
+	}
 	if err == nil {
+		w.obs.EventLag(rec.Kind, w.opts.Now().Sub(ev.CreatedAt))
 		failpoint.Hit("after-send")
 		rec.MessageID = msgID
-		return finalAs(rec, store.Sent, ""), nil
+		return finalAs(rec, store.Sent, ReasonNone, ""), nil
 	}
 	switch mailer.ClassOf(err) {
 	case mailer.Permanent:
-		return finalAs(rec, store.Dead, err.Error()), nil
+		return finalAs(rec, store.Dead, ReasonRejected, err.Error()), nil
 	case mailer.Retry:
 		return result{outcome: retry, reason: err.Error(), unavailable: mailer.Unavailable(err)}, nil
 	case mailer.Paused:
@@ -557,7 +589,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 			log.Warn("send outcome unknown; will send again (on_ambiguous: resend)", zap.Error(err))
 			return result{outcome: retry, reason: "outcome unknown: " + err.Error(), maybeSent: true}, nil
 		}
-		return finalAs(rec, store.Ambiguous, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
+		return finalAs(rec, store.Ambiguous, ReasonUnknownOutcome, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
 	}
 }
 
@@ -568,9 +600,9 @@ func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err err
 	case ctx.Err() != nil:
 		return result{outcome: retry, reason: "interrupted", unavailable: true}
 	case errors.As(err, &apiErr) && apiErr.NotFound():
-		return finalAs(rec, store.Skipped, notFound)
+		return finalAs(rec, store.Skipped, ReasonNotFound, notFound)
 	case errors.As(err, &apiErr) && !apiErr.Retryable():
-		return finalAs(rec, store.Dead, err.Error())
+		return finalAs(rec, store.Dead, ReasonWorkOSRejected, err.Error())
 	}
 	return result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err),
 		unavailable: errors.As(err, &apiErr) && apiErr.Unavailable()}
@@ -582,7 +614,7 @@ func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref even
 	switch rec.Kind {
 	case mailer.KindMagicAuth, mailer.KindEmailVerification:
 		if obj.Code == "" {
-			return data, finalAs(rec, store.Dead, "WorkOS returned no code"), false
+			return data, finalAs(rec, store.Dead, ReasonInvalidObject, "WorkOS returned no code"), false
 		}
 		data.Code = obj.Code
 	case mailer.KindInvitation, mailer.KindPasswordReset:
@@ -592,7 +624,7 @@ func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref even
 		}
 		link, err := buildLink(tmpl, obj)
 		if err != nil {
-			return data, finalAs(rec, store.Dead, err.Error()), false
+			return data, finalAs(rec, store.Dead, ReasonInvalidObject, err.Error()), false
 		}
 		data.Link = link
 	}
@@ -676,18 +708,6 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits d or until ctx ends; it reports whether the full wait happened.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 func truncate(s string, n int) string {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -209,7 +210,27 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		return err
 	}
 	wos := worker.NewWorkOSClient(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0)
-	w := worker.New(workerOptions(cfg), wos, st, sender, templates, log)
+	// Observability (observability.go): metrics, admin listener, systemd READY/STOPPING/watchdog.
+	obs := newDaemonObs(cfg, log)
+	opts := workerOptions(cfg)
+	opts.Observer = obs.metrics
+	w := worker.New(opts, wos, st, sender, templates, log)
+	// Admin routes besides /healthz, /readyz and /metrics: what `status` and `dead list` ask a
+	// running daemon, which holds the store's lock.
+	adminRoutes := map[string]http.Handler{
+		"/status": statusHandler(st, func() liveInfo {
+			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused()}
+			if q, ok := obs.metrics.LastQuota(); ok {
+				live.SESQuota = &sesQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
+			}
+			return live
+		}),
+		"/dead": deadHandler(st),
+	}
+	if err := obs.start(ctx, cfg, st, w, sender, adminRoutes); err != nil {
+		return err
+	}
+	defer obs.shutdown() // after the worker drains, before the store closes
 	log.Info("workos-emailer started", zap.String("version", version), zap.String("store", st.Path()),
 		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")))
 	if err := w.Run(ctx); err != nil {

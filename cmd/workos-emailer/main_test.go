@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,6 +151,8 @@ mailer:
   ses:
     region: us-east-1
     endpoint: `+sesURL+`
+admin:
+  listen: "`+freeLoopbackAddr(t)+`"
 `)
 	_, _, code := wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
 
@@ -169,6 +173,22 @@ mailer:
 	exit, _, errOut := cli(t, context.Background(), "run", "--config", cfgPath)
 	if exit != exitLocked || !strings.Contains(errOut, dbPath) || time.Since(start) > 10*time.Second {
 		t.Errorf("second instance: exit %d after %v, %q", exit, time.Since(start), errOut)
+	}
+
+	// status asks the running daemon, which holds the store, over the admin listener.
+	exit, out, errOut := cli(t, context.Background(), "status", "--json", "--config", cfgPath)
+	var doc struct {
+		Source string
+		States map[string]int
+		Live   *struct {
+			LastPollAt *time.Time `json:"last_poll_at"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &doc); exit != exitOK || err != nil {
+		t.Fatalf("status: exit %d, %v: %s %s", exit, err, out, errOut)
+	}
+	if doc.Source != "daemon" || doc.States["sent"] != 1 || doc.Live == nil || doc.Live.LastPollAt == nil {
+		t.Errorf("status from the running daemon: %s", out)
 	}
 
 	cancel()
@@ -237,4 +257,16 @@ func TestSampleConfigIsValid(t *testing.T) {
 	if err := cfg.requireAPIKey(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// freeLoopbackAddr is a loopback address with a port that was free a moment ago; the CLI
+// needs a fixed admin.listen to find the daemon, so port 0 will not do.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

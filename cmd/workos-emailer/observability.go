@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
+
+	"github.com/workos-emailer/workos-emailer/internal/metrics"
+	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/worker"
+)
+
+// sesQuotaEvery is how often the SES send quota is read for the metrics.
+const sesQuotaEvery = 5 * time.Minute
+
+// daemonObs is what the run command shows outside: metrics, the admin listener and systemd
+// notifications. Order of use: newDaemonObs (its Metrics is the worker's Observer), start once
+// the store is open and the worker built, shutdown after the worker has drained.
+type daemonObs struct {
+	metrics *metrics.Metrics
+	log     *zap.Logger
+
+	ready    *readiness
+	admin    *adminServer
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopDog  func()
+	stopOnce sync.Once
+}
+
+func newDaemonObs(cfg *Config, log *zap.Logger) *daemonObs {
+	return &daemonObs{
+		metrics: metrics.New(metrics.Options{Version: version, Commit: buildCommit(), Kinds: cfg.Events.Enabled}),
+		log:     log,
+		stopDog: func() {},
+	}
+}
+
+// start binds the admin listener (routes adds to /healthz, /readyz and /metrics), tells systemd
+// READY=1, starts the watchdog and the SES quota reader, and sends STOPPING=1 as soon as ctx
+// ends. A listener that cannot bind is an error naming admin.listen.
+func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *worker.Worker, sender worker.Sender,
+	routes map[string]http.Handler) error {
+	o.metrics.WatchWorker(w)
+	o.ready = &readiness{
+		store:      func() error { _, err := st.Position(); return err },
+		lastPoll:   w.LastSuccessfulPoll,
+		paused:     w.Paused,
+		maxPollAge: readyPollAge(cfg.WorkOS.PollInterval),
+		now:        time.Now,
+	}
+	if cfg.Admin.Listen != "" {
+		all := map[string]http.Handler{"/healthz": healthz(), "/readyz": o.ready, "/metrics": o.metrics.Handler()}
+		for path, h := range routes {
+			if _, taken := all[path]; taken {
+				return fmt.Errorf("admin route %s is mounted twice", path)
+			}
+			all[path] = h
+		}
+		admin, err := newAdminServer(cfg.Admin.Listen, all, o.log)
+		if err != nil {
+			return err
+		}
+		o.admin = admin
+		o.log.Info("admin listener started", zap.String("addr", admin.Addr()),
+			zap.Duration("ready_max_poll_age", o.ready.maxPollAge))
+	}
+
+	bg, cancel := context.WithCancel(context.Background())
+	o.cancel = cancel
+	if src, ok := sender.(metrics.QuotaSource); ok {
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.metrics.PollQuota(bg, src, sesQuotaEvery, o.log)
+		}()
+	}
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		select {
+		case <-ctx.Done():
+			o.stopping()
+		case <-bg.Done():
+		}
+	}()
+
+	sdNotify(o.log, daemon.SdNotifyReady)
+	o.stopDog = startWatchdog(o.log, w.Heartbeat)
+	return nil
+}
+
+// stopping marks the daemon not ready and tells systemd, once.
+func (o *daemonObs) stopping() {
+	o.stopOnce.Do(func() {
+		if o.ready != nil {
+			o.ready.stopping.Store(true)
+		}
+		sdNotify(o.log, daemon.SdNotifyStopping)
+	})
+}
+
+// shutdown stops the watchdog and the quota reader and closes the admin listener. Call it after
+// the worker has returned, before the store closes.
+func (o *daemonObs) shutdown() {
+	o.stopping()
+	o.stopDog()
+	if o.cancel != nil {
+		o.cancel()
+	}
+	o.wg.Wait()
+	if o.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := o.admin.Shutdown(ctx); err != nil {
+			o.log.Warn("closing the admin listener", zap.Error(err))
+		}
+	}
+}

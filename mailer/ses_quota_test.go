@@ -1,0 +1,28 @@
+package mailer
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/workos-emailer/workos-emailer/internal/fakeses"
+)
+
+func TestSESQuotaReadsGetAccount(t *testing.T) {
+	fake := fakeses.New()
+	ses := newTestSES(t, fake)
+	q, err := ses.Quota(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.MaxSendRate != 14 || q.Max24HourSend != 50000 || q.SentLast24Hours != 0 || !q.SendingEnabled {
+		t.Errorf("quota %+v", q)
+	}
+	fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		fakeses.WriteError(w, http.StatusForbidden, "AccessDeniedException", "not allowed")
+		return true
+	}
+	if _, err := ses.Quota(context.Background()); err == nil {
+		t.Error("a refused GetAccount returned no error")
+	}
+}
