@@ -86,11 +86,14 @@ install:
 	done
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	@# The config holds no secrets and must be readable by the service's dynamic user; an
-	@# existing one is the operator's and is never overwritten.
+	@# existing one is the operator's and is never overwritten. It names the unit's
+	@# StateDirectory store, so operator commands run from a shell find the same file.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml ]; then \
 		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml"; \
 	else \
-		install -m 0644 config.yaml $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml && \
+		sed -e 's#^  \# path: ./workos-emailer.db$$#  path: /var/lib/workos-emailer/state.db#' config.yaml \
+			> $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml && \
+		chmod 0644 $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml && \
 		echo "installed sample $(DESTDIR)$(SYSCONFDIR)/workos-emailer/config.yaml: edit mailer.from"; \
 	fi
 	@echo "next: put WORKOS_API_KEY=... in $(SYSCONFDIR)/workos-emailer/env (mode 0600), then"

@@ -126,8 +126,9 @@ func TestMakeInstall(t *testing.T) {
 			t.Errorf("installed %s differs from deploy/%s with the default PREFIX", u, u)
 		}
 	}
-	if read(t, filepath.Join(dest, "etc/workos-emailer/config.yaml")) != read(t, "../config.yaml") {
-		t.Error("installed config is not the sample")
+	installed := read(t, filepath.Join(dest, "etc/workos-emailer/config.yaml"))
+	if want := strings.Replace(read(t, "../config.yaml"), "  # path: ./workos-emailer.db\n", "  path: /var/lib/workos-emailer/state.db\n", 1); installed != want || installed == read(t, "../config.yaml") {
+		t.Error("installed config is not the sample with store.path set to the unit's StateDirectory")
 	}
 	out, err := exec.Command(filepath.Join(dest, "usr/local/bin/workos-emailer"), "version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "workos-emailer ") {
