@@ -184,15 +184,7 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			"when there is none. Works while the daemon runs (asks it at admin.listen).",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd)
-			if err != nil {
-				return err
-			}
-			var doc statusDoc
-			note, err := fromDaemonOrStore(cmd.Context(), cfg, "/status", &doc, func(st *store.Store) error {
-				doc, err = buildStatus(st, time.Now(), sourceStore, nil)
-				return err
-			})
+			doc, note, err := currentStatus(cmd, load)
 			if err != nil {
 				return err
 			}

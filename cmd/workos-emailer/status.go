@@ -243,15 +243,7 @@ func newStatusCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			"first; when none answers it reads the store file (then the live fields are unknown).\n" + statusJSONHelp,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(cmd)
-			if err != nil {
-				return err
-			}
-			var doc statusDoc
-			note, err := fromDaemonOrStore(cmd.Context(), cfg, "/status", &doc, func(st *store.Store) error {
-				doc, err = buildStatus(st, time.Now(), sourceStore, nil)
-				return err
-			})
+			doc, note, err := currentStatus(cmd, load)
 			if err != nil {
 				return err
 			}
@@ -430,4 +422,20 @@ func oneLine(s string, n int) string {
 		return string(r[:n]) + "..."
 	}
 	return s
+}
+
+// currentStatus asks the running daemon for its status document, or builds it from the store
+// file when no daemon answers; note then says why the live fields are missing.
+func currentStatus(cmd *cobra.Command, load loadFunc) (statusDoc, string, error) {
+	cfg, err := load(cmd)
+	if err != nil {
+		return statusDoc{}, "", err
+	}
+	var doc statusDoc
+	note, err := fromDaemonOrStore(cmd.Context(), cfg, "/status", &doc, func(st *store.Store) error {
+		var buildErr error
+		doc, buildErr = buildStatus(st, time.Now(), sourceStore, nil)
+		return buildErr
+	})
+	return doc, note, err
 }
