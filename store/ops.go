@@ -458,6 +458,13 @@ var pruneTxHook func(deleted int)
 // most batch records per write transaction, re-checking each inside it, so the daemon's writes
 // wait at most one short transaction. It returns how many records it deleted.
 func (s *Store) Prune(olderThan time.Time, batch int) (int, error) {
+	return s.PruneWith(olderThan, batch, nil)
+}
+
+// PruneWith is Prune that calls keepGoing with the running total after each write transaction
+// and stops early when it returns false, so a caller can stay responsive and bound the time
+// one prune takes; what is left is pruned next time.
+func (s *Store) PruneWith(olderThan time.Time, batch int, keepGoing func(pruned int) bool) (int, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
@@ -532,7 +539,7 @@ func (s *Store) Prune(olderThan time.Time, batch int) (int, error) {
 			}
 			total += deleted
 		}
-		if done {
+		if done || keepGoing != nil && !keepGoing(total) {
 			return total, nil
 		}
 	}

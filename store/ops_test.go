@@ -401,6 +401,21 @@ func TestPruneIsBoundedPerTransaction(t *testing.T) {
 	}
 }
 
+// PruneWith reports progress after each write transaction and stops when told; the rest is
+// pruned by the next call.
+func TestPruneWithStopsWhenTold(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	fill(t, s, 0, 1000, t0.Add(-time.Hour))
+	var seen []int
+	n, err := s.PruneWith(t0, 100, func(pruned int) bool { seen = append(seen, pruned); return pruned < 300 })
+	if err != nil || n != 300 || !slices.Equal(seen, []int{100, 200, 300}) {
+		t.Fatalf("pruned %d (%v), progress %v; want 300 after 100, 200, 300", n, err, seen)
+	}
+	if n, err := s.PruneWith(t0, 100, nil); err != nil || n != 700 {
+		t.Errorf("the next prune took %d (%v), want the remaining 700", n, err)
+	}
+}
+
 // Under steady load (records arrive, records age out) the file reaches a size and stays there:
 // bbolt reuses the pages pruning frees.
 func TestFileStopsGrowingUnderInsertAndPrune(t *testing.T) {

@@ -101,9 +101,12 @@ func sendOutcome(err error) string {
 
 // observed is the worker's state for observers, health checks and the systemd watchdog.
 type observed struct {
-	obs       Observer
-	lastPoll  atomic.Int64 // unix nanoseconds of the last successful poll; 0: none yet
-	heartbeat atomic.Int64 // unix nanoseconds
+	obs      Observer
+	lastPoll atomic.Int64 // unix nanoseconds of the last successful poll; 0: none yet
+	// heartbeat is nanoseconds since epoch, on the monotonic clock: a wall-clock jump must
+	// neither keep a stuck loop looking alive nor make a live one look stuck.
+	heartbeat atomic.Int64
+	epoch     time.Time
 	beatEvery time.Duration
 }
 
@@ -115,16 +118,17 @@ func (o *observed) initObserved(obs Observer, beatEvery time.Duration) {
 		beatEvery = 5 * time.Second
 	}
 	o.obs, o.beatEvery = obs, beatEvery
+	o.epoch = time.Now()
 	o.beat()
 }
 
 // beat records that the worker is alive: it made progress or is waiting on purpose.
-func (o *observed) beat() { o.heartbeat.Store(time.Now().UnixNano()) }
+func (o *observed) beat() { o.heartbeat.Store(int64(time.Since(o.epoch))) }
 
 // Heartbeat is when the worker last showed it was alive: the poll loop turned, an event made
 // progress, or a deliberate wait (idle poll interval, backoff, paused sending) ticked. A worker
 // stuck in a deadlock stops beating; one waiting out a long backoff does not.
-func (o *observed) Heartbeat() time.Time { return time.Unix(0, o.heartbeat.Load()) }
+func (o *observed) Heartbeat() time.Time { return o.epoch.Add(time.Duration(o.heartbeat.Load())) }
 
 // LastSuccessfulPoll is when the Events API last answered; zero before the first answer.
 func (o *observed) LastSuccessfulPoll() time.Time {

@@ -8,9 +8,17 @@ import (
 
 // Records older than Options.Retention are pruned at start and then every pruneEvery, in
 // batches of pruneBatch per store transaction so sends never wait long for the store.
+// MinRetention outlasts WorkOS's event retention (about 30 days): a record pruned later than
+// that belongs to an event the Events API no longer lists, so no restart or backfill can meet
+// the event again and send its email a second time.
+const MinRetention = 31 * 24 * time.Hour
+
 const (
 	pruneEvery = time.Hour
 	pruneBatch = 1000
+	// pruneBudget bounds one prune: polling waits meanwhile, and the watchdog must see the loop
+	// alive. A large backlog (a first prune, or a shorter retention) is worked off over polls.
+	pruneBudget = 5 * time.Second
 )
 
 // maybePrune deletes final records older than the retention when a prune is due. A failure is
@@ -25,8 +33,16 @@ func (w *Worker) maybePrune() {
 		return
 	}
 	w.hk.lastPrune = now
-	cutoff := now.Add(-w.opts.Retention)
-	n, err := ps.Prune(cutoff, pruneBatch)
+	cutoff := now.Add(-max(w.opts.Retention, MinRetention))
+	started := time.Now()
+	n, err := ps.PruneWith(cutoff, pruneBatch, func(int) bool {
+		w.beat()
+		if time.Since(started) < pruneBudget {
+			return true
+		}
+		w.hk.lastPrune = time.Time{} // more to do: continue before the next poll
+		return false
+	})
 	if err != nil {
 		w.log.Error("pruning old delivery records failed; will try again in an hour", zap.Error(err),
 			zap.Int("pruned", n), zap.Time("older_than", cutoff))

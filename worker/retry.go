@@ -26,7 +26,7 @@ type RetryStore interface {
 
 // PruneStore deletes old final records; *store.Store has it.
 type PruneStore interface {
-	Prune(olderThan time.Time, batch int) (int, error)
+	PruneWith(olderThan time.Time, batch int, keepGoing func(pruned int) bool) (int, error)
 }
 
 // retryBatch bounds the queued retries delivered between two polls, so a large `dead retry
@@ -80,13 +80,12 @@ func (w *Worker) deliverRetries(ctx context.Context) error {
 	w.log.Info("delivering events an operator queued for retry", zap.Int("queued", len(ids)))
 	sem := make(chan struct{}, w.opts.Concurrency)
 	var wg sync.WaitGroup
-	var errOnce sync.Once
-	var firstErr error
+	var firstErr firstError
 	for _, id := range ids {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			errOnce.Do(func() { firstErr = errStopped })
+			firstErr.set(errStopped)
 		}
 		if ctx.Err() != nil {
 			break
@@ -96,15 +95,15 @@ func (w *Worker) deliverRetries(ctx context.Context) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			if err := w.retryOne(ctx, rs, id); err != nil {
-				errOnce.Do(func() { firstErr = err })
+				firstErr.set(err)
 			}
 		}()
 	}
 	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = errStopped
+	if ctx.Err() != nil {
+		firstErr.set(errStopped)
 	}
-	return firstErr
+	return firstErr.get()
 }
 
 // retryOne rebuilds the event from the record (its type from the kind, its object id) and

@@ -209,8 +209,16 @@ func TestPruneRunsWithRetention(t *testing.T) {
 	if d := h.delivery(ev); d.State != store.Sent {
 		t.Fatalf("record %+v", d)
 	}
+	// A retention shorter than WorkOS keeps events counts as MinRetention.
 	h.opts.Retention = time.Hour
 	h.opts.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	h.run()
+	if _, ok, _ := h.store.Delivery(ev); !ok {
+		t.Fatal("a record younger than MinRetention was pruned")
+	}
+	h.opts.Retention = 40 * 24 * time.Hour
+	h.opts.Now = func() time.Time { return time.Now().Add(41 * 24 * time.Hour) }
+	h.restart() // a prune is due at start
 	h.run()
 	if _, ok, _ := h.store.Delivery(ev); ok {
 		t.Error("a sent record older than the retention was kept")

@@ -80,7 +80,8 @@ type Options struct {
 	RetryMax  time.Duration
 	// PausedRetry is how long sending waits after SES says the account cannot send.
 	PausedRetry time.Duration
-	// Retention: final records last updated longer ago are pruned (worker/prune.go); 0 keeps all.
+	// Retention: final records last updated longer ago are pruned (worker/prune.go); 0 keeps
+	// all. Anything shorter than MinRetention counts as MinRetention.
 	Retention time.Duration
 	// StopWhenIdle makes Run return at the first empty page (demo, tests).
 	StopWhenIdle bool
@@ -266,9 +267,8 @@ func (w *Worker) processPage(ctx context.Context, events []Event) error {
 	prog := &pageProgress{w: w, events: events, done: make([]bool, len(events))}
 	sem := make(chan struct{}, w.opts.Concurrency)
 	var wg sync.WaitGroup
-	var errOnce sync.Once
-	var firstErr error
-	fail := func(err error) { errOnce.Do(func() { firstErr = err }) }
+	var firstErr firstError
+	fail := firstErr.set
 	for _, chain := range byRecipient(events) {
 		wg.Add(1)
 		go func() {
@@ -297,7 +297,28 @@ func (w *Worker) processPage(ctx context.Context, events []Event) error {
 		}()
 	}
 	wg.Wait()
-	return firstErr
+	return firstErr.get()
+}
+
+// firstError keeps the first error of concurrent deliveries. A real failure outranks
+// errStopped, so a store error that happens while shutting down is still reported.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil || errors.Is(f.err, errStopped) && !errors.Is(err, errStopped) {
+		f.err = err
+	}
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }
 
 type pageProgress struct {
@@ -455,6 +476,9 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 				rec.State = store.Ambiguous
 				res.code = ReasonMaybeSent
 			}
+			if rec.State != store.Sent {
+				rec.MaybeDuplicate = false // only a sent record says it may be a second copy
+			}
 			logFinal(log, &rec)
 			w.obs.Finished(rec.Kind, string(rec.State), res.code)
 			return &rec, nil
@@ -463,6 +487,9 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 				rec.Attempts--
 			}
 			rec.State, rec.Reason = store.Pending, res.reason
+			// An unknown outcome must survive a restart during the wait, or a resend would not
+			// be marked as a possible second copy.
+			rec.MaybeDuplicate = rec.MaybeDuplicate || maybeSent
 			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
 				return nil, err
 			}
@@ -476,6 +503,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			w.paused.Store(true)
 			rec.Attempts-- // the account, not this message, failed
 			rec.State, rec.Reason = store.Pending, res.reason
+			rec.MaybeDuplicate = rec.MaybeDuplicate || maybeSent
 			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
 				return nil, err
 			}
@@ -553,6 +581,10 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		return finalAs(rec, store.Dead, ReasonRenderFailed, err.Error()), nil
 	}
 
+	if ctx.Err() != nil {
+		// Shutting down: start no new send; the event is delivered after the restart.
+		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+	}
 	rec.State, rec.Reason = store.Sending, ""
 	rec.UpdatedAt = now
 	if err := w.store.Save(*rec, "", now); err != nil {

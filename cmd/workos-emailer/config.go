@@ -231,8 +231,10 @@ func (c *Config) validate() error {
 	if c.Store.Path == "" {
 		return keyErr("store.path", "must not be empty")
 	}
-	if c.Store.Retention <= 0 {
-		return keyErr("store.retention", "must be positive")
+	if c.Store.Retention < worker.MinRetention {
+		return keyErr("store.retention", "must be at least 31d, got %s: WorkOS lists events for about 30 days, and a "+
+			"record pruned while its event can still be listed would let a restart or backfill send that email again",
+			c.Store.Retention)
 	}
 	switch c.Mailer.Driver {
 	case "ses":

@@ -80,6 +80,7 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"kind", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [sms]\n", "", "events.enabled"},
 		{"http link", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  invitation_url: http://app.example.com/i?t={{.Token}}\n", "", "links.invitation_url"},
 		{"link without token", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  password_reset_url: https://app.example.com/r\n", "", "links.password_reset_url"},
+		{"retention shorter than WorkOS keeps events", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  retention: 30d\n", "", "store.retention"},
 		{"color", "workos:\n  api_key: k\nmailer:\n  driver: log\nbrand:\n  primary_color: red;x\n", "", "brand.primary_color"},
 		{"env override", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_DELIVERY_CONCURRENCY=0", "delivery.concurrency"},
 	} {
@@ -98,14 +99,14 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 func TestConfigDefaultsEnvAndDays(t *testing.T) {
 	isolate(t)
 	t.Setenv("WORKOS_API_KEY", "sk_from_env")
-	t.Setenv("WORKOS_EMAILER_STORE_RETENTION", "30d")
+	t.Setenv("WORKOS_EMAILER_STORE_RETENTION", "60d")
 	t.Setenv("WORKOS_EMAILER_MAILER_SES_ENDPOINT", "http://127.0.0.1:4566")
 	t.Setenv("WORKOS_EMAILER_EVENTS_ENABLED", "magic_auth,invitation")
 	cfg, err := loadConfig(writeConfig(t, "mailer:\n  from: a@example.com\ndelivery:\n  max_event_age: 1d12h\n"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.WorkOS.APIKey != "sk_from_env" || cfg.Store.Retention != 30*24*time.Hour ||
+	if cfg.WorkOS.APIKey != "sk_from_env" || cfg.Store.Retention != 60*24*time.Hour ||
 		cfg.Mailer.SES.Endpoint != "http://127.0.0.1:4566" || cfg.Delivery.MaxEventAge != 36*time.Hour ||
 		strings.Join(cfg.Events.Enabled, ",") != "magic_auth,invitation" || cfg.WorkOS.PollInterval != time.Second ||
 		cfg.Delivery.OnAmbiguous != "hold" || cfg.Store.Path != "./workos-emailer.db" {
