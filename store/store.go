@@ -102,8 +102,9 @@ type Options struct {
 
 // Store is a handle on the bbolt file. It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
-	path string
+	db      *bolt.DB
+	path    string
+	commits *committer // nil when opened read-only
 }
 
 // ErrDamaged means the store file exists but cannot be trusted. Starting afresh instead would
@@ -193,6 +194,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("initialize store %s: %w", path, err)
 	}
+	s.commits = newCommitter(db)
 	return s, nil
 }
 
@@ -264,7 +266,10 @@ func (s *Store) checkSchema() error {
 func (s *Store) Path() string { return s.path }
 
 // Close releases the file lock.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.commits.close()
+	return s.db.Close()
+}
 
 // Position reads where polling resumes.
 func (s *Store) Position() (Position, error) {
@@ -327,13 +332,7 @@ func (s *Store) ResetCursor(since time.Time) error {
 
 // SetCursor makes polling resume after eventID.
 func (s *Store) SetCursor(eventID string, now time.Time) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		return putCursor(tx.Bucket(bucketMeta), eventID, now)
-	})
-	if err != nil {
-		return fmt.Errorf("set cursor: %w", err)
-	}
-	return nil
+	return s.SetCursorAsync(eventID, now)()
 }
 
 func setStart(meta *bolt.Bucket, since time.Time) error {
@@ -377,19 +376,7 @@ func (s *Store) Delivery(eventID string) (Delivery, bool, error) {
 // Save writes d durably (fsync) and, when cursor is not empty, moves the cursor to it in the same
 // transaction, so a final record and the cursor that depends on it cannot be torn apart.
 func (s *Store) Save(d Delivery, cursor string, now time.Time) error {
-	err := s.update(func(tx *bolt.Tx) error {
-		if err := putDelivery(tx, d); err != nil {
-			return err
-		}
-		if cursor != "" {
-			return putCursor(tx.Bucket(bucketMeta), cursor, now)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("record delivery %s as %s: %w", d.EventID, d.State, err)
-	}
-	return nil
+	return s.SaveAsync(d, cursor, now)()
 }
 
 // putDelivery writes d and keeps what is derived from the records in step within the same

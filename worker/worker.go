@@ -39,6 +39,10 @@ type Store interface {
 	SetCursor(eventID string, now time.Time) error
 	Delivery(eventID string) (store.Delivery, bool, error)
 	Save(d store.Delivery, cursor string, now time.Time) error
+	// SaveAsync and SetCursorAsync queue a write and return a wait for its commit; queued
+	// writes take effect in order, and concurrent ones share a commit (and its fsync).
+	SaveAsync(d store.Delivery, cursor string, now time.Time) (wait func() error)
+	SetCursorAsync(eventID string, now time.Time) (wait func() error)
 	Interrupted() ([]store.Delivery, error)
 }
 
@@ -330,10 +334,11 @@ type pageProgress struct {
 }
 
 // finish records event i's final delivery (nil: it was already final) and, when it completes the
-// finished prefix, moves the cursor in the same transaction.
+// finished prefix, moves the cursor in the same transaction. The write is queued under the
+// lock, so writes reach the store in the order the prefix grew, and awaited outside it, so the
+// deliveries of a page share commits instead of taking turns.
 func (p *pageProgress) finish(i int, rec *store.Delivery) error {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.done[i] = true
 	old := p.prefix
 	for p.prefix < len(p.done) && p.done[p.prefix] {
@@ -345,21 +350,25 @@ func (p *pageProgress) finish(i int, rec *store.Delivery) error {
 	}
 	now := p.w.opts.Now()
 	p.w.beat()
-	if rec != nil {
-		if err := p.w.store.Save(*rec, cursor, now); err != nil {
-			return err
-		}
-		if cursor != "" {
-			p.w.obs.CursorMoved(now)
-		}
-		failpoint.Hit("after-record")
+	var wait func() error
+	switch {
+	case rec != nil:
+		wait = p.w.store.SaveAsync(*rec, cursor, now)
+	case cursor != "":
+		wait = p.w.store.SetCursorAsync(cursor, now)
+	}
+	p.mu.Unlock()
+	if wait == nil {
 		return nil
 	}
+	if err := wait(); err != nil {
+		return err
+	}
 	if cursor != "" {
-		if err := p.w.store.SetCursor(cursor, now); err != nil {
-			return err
-		}
 		p.w.obs.CursorMoved(now)
+	}
+	if rec != nil {
+		failpoint.Hit("after-record")
 	}
 	return nil
 }
