@@ -20,6 +20,7 @@ require (
 	github.com/workos/workos-go/v4 v4.46.1
 	go.etcd.io/bbolt v1.5.0
 	go.uber.org/zap v1.28.0
+	golang.org/x/time v0.16.0
 )
 
 require (

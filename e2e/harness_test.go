@@ -97,6 +97,8 @@ mailer:
   ses:
     region: us-east-1
     endpoint: %s
+    # The fakes' GetAccount says 14/s; the crash suite sends thousands of emails.
+    max_send_rate: 2000
 delivery:
   concurrency: %d
   on_ambiguous: %s

@@ -94,6 +94,8 @@ type Options struct {
 	Observer Observer
 	// HeartbeatEvery is how often a deliberate wait beats the heartbeat. Default 5s.
 	HeartbeatEvery time.Duration
+	// Limiter paces sends (sendlimit.go); nil: unpaced.
+	Limiter SendLimiter
 }
 
 func (o *Options) setDefaults() {
@@ -594,6 +596,10 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		// Shutting down: start no new send; the event is delivered after the restart.
 		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
 	}
+	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
+	if res, ok := w.sendPermit(ctx, rec, obj.ExpiresAt); !ok {
+		return res, nil
+	}
 	rec.State, rec.Reason = store.Sending, ""
 	rec.UpdatedAt = now
 	if err := w.store.Save(*rec, "", now); err != nil {
@@ -606,6 +612,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
 		EventID: ev.ID, Kind: rec.Kind, Date: now,
 	})
+	w.sendDone(err) // ends the permit (sendlimit.go)
 	w.obs.SendAttempt(rec.Kind, sendOutcome(err), time.Since(sendStart))
 	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry {
 		// SES answered for this message, so the account can send again. (Only an answer clears

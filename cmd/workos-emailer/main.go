@@ -214,12 +214,13 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	obs := newDaemonObs(cfg, log)
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
+	paceSES(cfg, sender, &opts, obs, log) // sendlimit.go
 	w := worker.New(opts, wos, st, sender, templates, log)
 	// Admin routes besides /healthz, /readyz and /metrics: what `status` and `dead list` ask a
 	// running daemon, which holds the store's lock.
 	adminRoutes := map[string]http.Handler{
 		"/status": statusHandler(st, func() liveInfo {
-			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused()}
+			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), SendLimit: obs.limitStatus()}
 			if q, ok := obs.metrics.LastQuota(); ok {
 				live.SESQuota = &sesQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
 			}

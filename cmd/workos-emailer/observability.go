@@ -11,11 +11,12 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/workos-emailer/workos-emailer/internal/metrics"
+	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
 
-// sesQuotaEvery is how often the SES send quota is read for the metrics.
+// sesQuotaEvery is how often the SES send quota is read, for the send limiter and the metrics.
 const sesQuotaEvery = 5 * time.Minute
 
 // daemonObs is what the run command shows outside: metrics, the admin listener and systemd
@@ -24,6 +25,8 @@ const sesQuotaEvery = 5 * time.Minute
 type daemonObs struct {
 	metrics *metrics.Metrics
 	log     *zap.Logger
+	// limiter paces SES sends (sendlimit.go); nil for other drivers.
+	limiter *sendlimit.Limiter
 
 	ready    *readiness
 	admin    *adminServer
@@ -73,7 +76,13 @@ func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *
 
 	bg, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
+	if o.limiter != nil {
+		o.metrics.WatchLimiter(o.limiter.Status)
+	}
 	if src, ok := sender.(metrics.QuotaSource); ok {
+		if o.limiter != nil {
+			src = o.limiter.Source(src) // one reader feeds the limiter and the metrics
+		}
 		o.wg.Add(1)
 		go func() {
 			defer o.wg.Done()

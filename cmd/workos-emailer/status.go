@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
@@ -31,6 +32,8 @@ type liveInfo struct {
 	// SESQuota is the account's sending quota from SES GetAccount; nil when unknown (other
 	// mailer drivers, or not read yet).
 	SESQuota *sesQuota
+	// SendLimit is the SES send limiter's state; nil for other mailer drivers.
+	SendLimit *sendlimit.Status
 }
 
 // sesQuota mirrors SES GetAccount's SendQuota.
@@ -83,6 +86,23 @@ type liveDoc struct {
 	LastPollAgeSeconds *float64   `json:"last_poll_age_seconds"`
 	SESPaused          bool       `json:"ses_paused"`
 	SESQuota           *sesQuota  `json:"ses_quota"`
+	// SESQuotaExhausted: the 24-hour quota is used up; events wait pending until it frees up.
+	SESQuotaExhausted bool `json:"ses_quota_exhausted"`
+	// SESSentSinceQuotaRead counts emails sent since ses_quota was read; null without SES.
+	SESSentSinceQuotaRead *uint64 `json:"ses_sent_since_quota_read"`
+	// SESRateLimit is the pace of SES sends; null without SES.
+	SESRateLimit *rateLimitDoc `json:"ses_rate_limit"`
+}
+
+// rateLimitDoc is the pace of SES sends.
+type rateLimitDoc struct {
+	// PerSecond is the pace now: TargetPerSecond, or less after SES throttled.
+	PerSecond       float64 `json:"per_second"`
+	TargetPerSecond float64 `json:"target_per_second"`
+	// Source of the target: "config" (mailer.ses.max_send_rate), "account" (GetAccount
+	// MaxSendRate) or "initial" (no reading yet).
+	Source    string `json:"source"`
+	Throttled bool   `json:"throttled"`
 }
 
 // deadDoc is the JSON of `dead list --json` and GET /dead.
@@ -164,6 +184,12 @@ func buildStatus(st *store.Store, now time.Time, source string, live *liveInfo) 
 	if live != nil {
 		doc.Live = &liveDoc{LastPollAt: timePtr(live.LastPoll), LastPollAgeSeconds: agePtr(live.LastPoll, now),
 			SESPaused: live.SESPaused, SESQuota: live.SESQuota}
+		if l := live.SendLimit; l != nil {
+			doc.Live.SESQuotaExhausted = l.QuotaExhausted
+			doc.Live.SESSentSinceQuotaRead = &l.SentSinceQuotaRead
+			doc.Live.SESRateLimit = &rateLimitDoc{PerSecond: l.Rate, TargetPerSecond: l.TargetRate, Source: l.RateSource,
+				Throttled: l.Throttled}
+		}
 	}
 	return doc, nil
 }
@@ -230,7 +256,11 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
   dead, ambiguous  counts of the deliveries that need an operator (see: dead list)
   retry_queued     deliveries queued by dead retry, not yet settled
   live             null from the store; else {last_poll_at, last_poll_age_seconds, ses_paused,
-                   ses_quota: null or {max_send_rate, max_24_hour_send, sent_last_24_hours}}
+                   ses_quota: null or {max_send_rate, max_24_hour_send, sent_last_24_hours},
+                   ses_quota_exhausted (true: events wait for the 24-hour quota to free up),
+                   ses_sent_since_quota_read: null or a count,
+                   ses_rate_limit: null or {per_second, target_per_second,
+                   source ("config", "account", "initial"), throttled}}
 Unknown values are null; keys are never omitted. New keys may be added.`
 
 func newStatusCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
@@ -313,7 +343,20 @@ func printStatus(w io.Writer, d statusDoc) error {
 		} else {
 			ses += "; quota unknown"
 		}
+		if l.SESSentSinceQuotaRead != nil {
+			ses += fmt.Sprintf(" (+%d since)", *l.SESSentSinceQuotaRead)
+		}
+		if l.SESQuotaExhausted {
+			ses += "; 24-HOUR QUOTA USED UP: events wait pending until it frees up"
+		}
 		fmt.Fprintf(tw, "SES\t%s\n", ses)
+		if r := l.SESRateLimit; r != nil {
+			pace := fmt.Sprintf("%.3g/s (%s)", r.PerSecond, r.Source)
+			if r.Throttled {
+				pace = fmt.Sprintf("%.3g/s, slowed down from %.3g/s (%s) after SES throttled", r.PerSecond, r.TargetPerSecond, r.Source)
+			}
+			fmt.Fprintf(tw, "SES pace\t%s\n", pace)
+		}
 	} else {
 		fmt.Fprintf(tw, "last poll\tunknown (only the running daemon knows)\n")
 	}

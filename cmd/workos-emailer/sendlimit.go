@@ -1,0 +1,32 @@
+package main
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
+	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/worker"
+)
+
+// paceSES gives the ses driver its send limiter (internal/sendlimit): the worker takes a permit
+// per email, and the daemon's one SES quota reader (observability.go) feeds it and the
+// metrics. The file and log drivers are not paced.
+func paceSES(cfg *Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
+	if _, ok := sender.(*mailer.SES); !ok {
+		return
+	}
+	lim := sendlimit.New(sendlimit.Options{Rate: cfg.Mailer.SES.MaxSendRate, ReadEvery: sesQuotaEvery, Log: log})
+	opts.Limiter = lim
+	obs.limiter = lim
+	st := lim.Status()
+	log.Info("SES sends are paced", zap.Float64("rate", st.Rate), zap.String("rate_source", st.RateSource))
+}
+
+// limitStatus is the limiter's state for the status document; nil without a limiter.
+func (o *daemonObs) limitStatus() *sendlimit.Status {
+	if o.limiter == nil {
+		return nil
+	}
+	st := o.limiter.Status()
+	return &st
+}
