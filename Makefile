@@ -6,12 +6,13 @@ COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX   ?= /usr/local
 
-.PHONY: help build test vet fmt-check fuzz demo e2e tools clean install uninstall
+.PHONY: help build test vet fmt-check fuzz demo e2e tools clean install uninstall bench
 
 help:
 	@echo "make build   - build $(BIN)"
 	@echo "make test    - vet, format check, unit and integration tests (race detector), short fuzzing"
 	@echo "make demo    - run the whole pipeline against a simulated WorkOS; emails land in demo-out/outbox"
+	@echo "make bench   - benchmark the pipeline against the fakes and the naive loop (BENCH_FLAGS='-quick', '-markdown'; see BENCHMARKS.md)"
 	@echo "make e2e     - crash suite (SIGKILL), store faults, SES v2 emulator, WorkOS OpenAPI conformance (needs npm)"
 	@echo "make tools   - install the e2e tools (SES emulator, WorkOS OpenAPI spec) into .tools/node_modules"
 	@echo "make install - binary, systemd units, README, and the sample config if none (PREFIX=$(PREFIX), DESTDIR)"
@@ -55,6 +56,14 @@ e2e: tools
 
 demo:
 	$(GO) run ./cmd/workos-emailer demo --dir demo-out
+
+# The benchmark (cmd/bench, not part of the release binary) re-executes itself for every run so
+# each measures a fresh process; results go to stdout, progress to stderr. BENCHMARKS.md says
+# what it measures.
+BENCH_FLAGS ?=
+bench:
+	$(GO) build -o bin/bench ./cmd/bench
+	bin/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin demo-out outbox

@@ -1,0 +1,237 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/workos-emailer/workos-emailer/internal/metrics"
+	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/worker"
+)
+
+// Implementations measured.
+const (
+	implOurs  = "ours"
+	implNaive = "naive"
+)
+
+// runSpec is one run of one implementation against fakes that are already serving.
+type runSpec struct {
+	Scenario     string
+	Impl         string
+	WorkOSURL    string
+	SESURL       string
+	Dir          string // store directory; created fresh
+	Concurrency  int
+	PageSize     int
+	PollInterval time.Duration
+	// StopWhenIdle ends the run at the first empty page (a backlog); otherwise the run lasts
+	// until the orchestrator stops it.
+	StopWhenIdle bool
+	// RateLimit, when > 0, is set on the pipeline's send-rate knob, if one exists.
+	RateLimit  float64
+	CPUProfile string
+	Trace      string // runtime/trace output of the measured part
+}
+
+// runResult is what the pipeline's process measured about itself.
+type runResult struct {
+	Impl         string
+	RunStart     time.Time // when the pipeline started polling
+	Elapsed      time.Duration
+	Sent         int // emails the implementation saw accepted (naive); final records (ours)
+	Mallocs      uint64
+	AllocBytes   uint64
+	CPU          time.Duration // user+system during the run
+	PeakRSS      int64         // bytes, whole process lifetime (VmHWM)
+	StoreBytes   int64
+	RateKnob     string // the knob set for RateLimit, "" if none
+	Err          string
+	GoMaxProcs   int
+	StoreRecords int
+}
+
+// execute runs spec in this process, calling started once the pipeline starts and stopping
+// when stop closes (or by itself at the first empty page with StopWhenIdle).
+func execute(spec runSpec, started func(time.Time), stop <-chan struct{}) runResult {
+	res := runResult{Impl: spec.Impl, GoMaxProcs: runtime.GOMAXPROCS(0)}
+	var err error
+	switch spec.Impl {
+	case implOurs:
+		err = runOurs(spec, &res, started, stop)
+	case implNaive:
+		err = runNaive(spec, &res, started, stop)
+	default:
+		err = fmt.Errorf("unknown implementation %q", spec.Impl)
+	}
+	if err != nil {
+		res.Err = err.Error()
+	}
+	res.PeakRSS = peakRSS()
+	return res
+}
+
+// measure brackets the measured part of a run: allocations, CPU time, wall time, and the CPU
+// profile if asked for.
+type measure struct {
+	ms0   runtime.MemStats
+	cpu0  time.Duration
+	start time.Time
+	prof  *os.File
+	trace *os.File
+	done  bool
+}
+
+func startMeasure(spec runSpec) (*measure, error) {
+	m := &measure{}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		m.prof = f
+	}
+	if spec.Trace != "" {
+		f, err := os.Create(spec.Trace)
+		if err != nil {
+			return nil, err
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		m.trace = f
+	}
+	runtime.ReadMemStats(&m.ms0)
+	m.cpu0 = cpuTime()
+	m.start = time.Now()
+	return m, nil
+}
+
+// stop ends the measurement; later calls do nothing.
+func (m *measure) stop(res *runResult) {
+	if m.done {
+		return
+	}
+	m.done = true
+	res.Elapsed = time.Since(m.start)
+	res.CPU = cpuTime() - m.cpu0
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	res.Mallocs = ms.Mallocs - m.ms0.Mallocs
+	res.AllocBytes = ms.TotalAlloc - m.ms0.TotalAlloc
+	res.RunStart = m.start
+	if m.prof != nil {
+		pprof.StopCPUProfile()
+		m.prof.Close()
+	}
+	if m.trace != nil {
+		trace.Stop()
+		m.trace.Close()
+	}
+}
+
+// stopContext is cancelled when stop closes.
+func stopContext(stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// productionLogger encodes the daemon's JSON log lines at info level, as `run` does, but
+// discards them: the encoding is part of the pipeline's cost, the write to journald is not
+// measured.
+func productionLogger() *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+}
+
+func benchCredentials() credentials.StaticCredentialsProvider {
+	return credentials.NewStaticCredentialsProvider("AKIDBENCH", "bench-secret", "")
+}
+
+var benchBrand = mailer.Brand{Name: "Bench", PrimaryColor: "#0f766e", SupportEmail: "support@bench.example"}
+
+// runOurs wires the daemon's pipeline as `workos-emailer run` does: the durable bbolt store,
+// workos-go through worker.NewWorkOSClient, aws-sdk-go-v2 SES v2 through mailer.NewSES, the
+// built-in templates, the Prometheus observer and a JSON logger.
+func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan struct{}) error {
+	ctx, cancel := stopContext(stop)
+	defer cancel()
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return err
+	}
+	dbPath := filepath.Join(spec.Dir, "state.db")
+	st, err := store.Open(dbPath, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if st != nil {
+			st.Close()
+		}
+	}()
+	opts := worker.Options{
+		PageSize: spec.PageSize, PollInterval: spec.PollInterval, Concurrency: spec.Concurrency,
+		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour, Brand: benchBrand,
+		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: mailer.CoreKinds}),
+	}
+	sesOpts := mailer.SESOptions{Region: "us-east-1", Endpoint: spec.SESURL, From: benchFrom, Credentials: benchCredentials()}
+	if spec.RateLimit > 0 {
+		res.RateKnob = setRateKnob(spec.RateLimit, &opts, &sesOpts)
+	}
+	ses, err := mailer.NewSES(context.Background(), sesOpts)
+	if err != nil {
+		return err
+	}
+	if err := ses.CheckCredentials(context.Background()); err != nil {
+		return err
+	}
+	templates, err := mailer.LoadTemplates()
+	if err != nil {
+		return err
+	}
+	w := worker.New(opts, worker.NewWorkOSClient(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
+
+	m, err := startMeasure(spec)
+	if err != nil {
+		return err
+	}
+	started(m.start)
+	runErr := w.Run(ctx)
+	m.stop(res)
+
+	if stats, err := st.Stats(); err == nil {
+		res.StoreRecords = stats.Records
+		res.Sent = stats.ByState[store.Sent]
+	}
+	if err := st.Close(); err != nil && runErr == nil {
+		runErr = err
+	}
+	st = nil
+	res.StoreBytes = fileSize(dbPath)
+	return runErr
+}
