@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -93,7 +94,8 @@ type Config struct {
 	// NaiveMax time-boxes a naive run: it is sequential, so its rate is steady and a run of a
 	// minute measures it as well as hours would.
 	NaiveMax time.Duration
-	// CPUProfile, when set, is a path prefix: each run writes PREFIX-<scenario>-<impl>.pprof.
+	// CPUProfile, when set, is a path prefix: each run writes PREFIX-<scenario>-<impl>.pprof,
+	// and the process serving the fakes PREFIX-<scenario>-<impl>-fakes.pprof.
 	CPUProfile string
 	// Trace, when set, is a path prefix: each run writes an execution trace (runtime/trace) to
 	// PREFIX-<scenario>-<impl>.trace; `go tool trace -pprof=syscall|sync|net` turns it into
@@ -265,6 +267,17 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	var stopOnce sync.Once
 	stopRun := func() { stopOnce.Do(func() { close(stop) }) }
 	defer stopRun()
+	if cfg.CPUProfile != "" && cfg.Exe != "" {
+		// The fakes' side of the same run, from this process.
+		f, err := os.Create(fmt.Sprintf("%s-%s-%s-fakes.pprof", cfg.CPUProfile, sc.Name, impl))
+		if err != nil {
+			return Row{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	done := make(chan runResult, 1)
 	load := loadAvg1()
 	fakesCPU0 := cpuTime()
@@ -324,7 +337,7 @@ wait:
 		P50ms: st.P50ms, P99ms: st.P99ms, PeakRSS: res.PeakRSS, StoreBytes: res.StoreBytes,
 		Mallocs: res.Mallocs, AllocBytes: res.AllocBytes, RateKnob: res.RateKnob, Limit: sc.RateLimit,
 		WorkOSLatency: sc.WorkOSLatency, SESLatency: sc.SESLatency, Concurrency: cfg.Concurrency, PageSize: cfg.PageSize,
-		Load1: load,
+		Load1: load, Mem: res.Mem, Store: res.Store,
 	}
 	if res.Elapsed > 0 {
 		row.EventsPerSec = float64(st.Unique) / res.Elapsed.Seconds()

@@ -61,6 +61,8 @@ type runResult struct {
 	Err          string
 	GoMaxProcs   int
 	StoreRecords int
+	Mem          memPeaks
+	Store        storeStats
 }
 
 // execute runs spec in this process, calling started once the pipeline starts and stopping
@@ -79,7 +81,9 @@ func execute(spec runSpec, started func(time.Time), stop <-chan struct{}) runRes
 	if err != nil {
 		res.Err = err.Error()
 	}
-	res.PeakRSS = peakRSS()
+	if res.PeakRSS == 0 {
+		res.PeakRSS = peakRSS()
+	}
 	return res
 }
 
@@ -91,10 +95,11 @@ type measure struct {
 	start time.Time
 	prof  *os.File
 	trace *os.File
+	mem   *memSampler
 	done  bool
 }
 
-func startMeasure(spec runSpec) (*measure, error) {
+func startMeasure(spec runSpec, storePath string) (*measure, error) {
 	m := &measure{}
 	if spec.CPUProfile != "" {
 		f, err := os.Create(spec.CPUProfile)
@@ -118,6 +123,7 @@ func startMeasure(spec runSpec) (*measure, error) {
 		}
 		m.trace = f
 	}
+	m.mem = startMemSampler(100*time.Millisecond, storePath)
 	runtime.ReadMemStats(&m.ms0)
 	m.cpu0 = cpuTime()
 	m.start = time.Now()
@@ -137,6 +143,7 @@ func (m *measure) stop(res *runResult) {
 	res.Mallocs = ms.Mallocs - m.ms0.Mallocs
 	res.AllocBytes = ms.TotalAlloc - m.ms0.TotalAlloc
 	res.RunStart = m.start
+	res.Mem = m.mem.Stop()
 	if m.prof != nil {
 		pprof.StopCPUProfile()
 		m.prof.Close()
@@ -216,7 +223,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	}
 	w := worker.New(opts, worker.NewWorkOSClient(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
 
-	m, err := startMeasure(spec)
+	m, err := startMeasure(spec, dbPath)
 	if err != nil {
 		return err
 	}
@@ -232,6 +239,11 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		runErr = err
 	}
 	st = nil
+	// Before the store is read again below, which maps it in.
+	res.PeakRSS = peakRSS()
 	res.StoreBytes = fileSize(dbPath)
+	if runErr == nil {
+		res.Store, runErr = inspectStore(dbPath)
+	}
 	return runErr
 }
