@@ -11,6 +11,7 @@ package bench
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -109,7 +110,11 @@ type Config struct {
 	TempDir string
 	// Progress receives a line per run; nil: none.
 	Progress io.Writer
+	// Interrupt, when closed, stops the run in progress and ends Run with an error.
+	Interrupt <-chan struct{}
 }
+
+var errInterrupted = errors.New("interrupted")
 
 // Report is everything one invocation measured.
 type Report struct {
@@ -254,7 +259,7 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	spec := runSpec{
 		Scenario: sc.Name, Impl: impl, WorkOSURL: h.WorkOS, SESURL: h.SES, Dir: dir,
 		Concurrency: cfg.Concurrency, PageSize: cfg.PageSize, PollInterval: sc.PollInterval,
-		StopWhenIdle: sc.Arrival <= 0 && sc.RunFor <= 0, RateLimit: sc.RateLimit,
+		StopWhenIdle: sc.Arrival <= 0 && sc.RunFor <= 0, RateLimit: sc.RateLimit, SampleMem: sc.Events > 0,
 	}
 	if cfg.CPUProfile != "" {
 		spec.CPUProfile = fmt.Sprintf("%s-%s-%s.pprof", cfg.CPUProfile, sc.Name, impl)
@@ -311,11 +316,16 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	interrupted := false
 wait:
 	for {
 		select {
 		case res = <-done:
 			break wait
+		case <-cfg.Interrupt:
+			stopRun()
+			interrupted = true
+			cfg.Interrupt = nil
 		case now := <-tick.C:
 			if !now.Before(deadline) || sc.Arrival > 0 && h.acceptedCount() >= sc.Events {
 				stopRun()
@@ -323,6 +333,9 @@ wait:
 		}
 	}
 	fakesCPU := cpuTime() - fakesCPU0
+	if interrupted {
+		return Row{}, errInterrupted
+	}
 	if res.Err != "" {
 		return Row{}, fmt.Errorf("%s: %s", impl, res.Err)
 	}

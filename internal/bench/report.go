@@ -237,7 +237,7 @@ func (rep *Report) details() []string {
 			continue
 		}
 		m := r.Mem
-		line := fmt.Sprintf("%s/%s memory: peak RSS %s; peaks sampled every 100 ms: anonymous %s, file-backed %s (of which the store's mmap %s, the rest mostly the binary), Go heap objects %s, Go runtime total %s",
+		line := fmt.Sprintf("%s/%s memory: peak RSS %s; sampled peaks: anonymous %s, file-backed %s (of which the store's mmap %s, the rest mostly the binary), Go heap objects %s, Go runtime total %s",
 			r.Scenario, r.Impl, mib(r.PeakRSS), mib(m.RSSAnon), mib(m.RSSFile), mib(m.StoreMap), mib(m.GoHeap), mib(m.GoRuntime))
 		out = append(out, line)
 		if st := r.Store; st.Records > 0 {

@@ -44,6 +44,9 @@ type runSpec struct {
 	RateLimit  float64
 	CPUProfile string
 	Trace      string // runtime/trace output of the measured part
+	// SampleMem samples memory during the run (every 250 ms; /proc/self/smaps every second).
+	// Off for idle runs, whose CPU it would skew.
+	SampleMem bool
 }
 
 // runResult is what the pipeline's process measured about itself.
@@ -123,7 +126,9 @@ func startMeasure(spec runSpec, storePath string) (*measure, error) {
 		}
 		m.trace = f
 	}
-	m.mem = startMemSampler(100*time.Millisecond, storePath)
+	if spec.SampleMem {
+		m.mem = startMemSampler(250*time.Millisecond, storePath)
+	}
 	runtime.ReadMemStats(&m.ms0)
 	m.cpu0 = cpuTime()
 	m.start = time.Now()
@@ -143,7 +148,9 @@ func (m *measure) stop(res *runResult) {
 	res.Mallocs = ms.Mallocs - m.ms0.Mallocs
 	res.AllocBytes = ms.TotalAlloc - m.ms0.TotalAlloc
 	res.RunStart = m.start
-	res.Mem = m.mem.Stop()
+	if m.mem != nil {
+		res.Mem = m.mem.Stop()
+	}
 	if m.prof != nil {
 		pprof.StopCPUProfile()
 		m.prof.Close()
