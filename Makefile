@@ -62,8 +62,8 @@ demo:
 # what it measures.
 BENCH_FLAGS ?=
 bench:
-	$(GO) build -o bin/bench ./cmd/bench
-	bin/bench $(BENCH_FLAGS)
+	@$(GO) build -o bin/bench ./cmd/bench
+	@bin/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf bin demo-out outbox

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/workos-emailer/workos-emailer/internal/bench"
 )
@@ -58,6 +60,16 @@ func main() {
 		cfg.Exe = exe
 	}
 	cfg.Progress = os.Stderr
+	// A signal stops the run in progress (its child stops as the daemon does) and removes the
+	// temporary stores.
+	interrupt := make(chan struct{})
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		close(interrupt)
+	}()
+	cfg.Interrupt = interrupt
 	rep, err := bench.Run(cfg)
 	if rep != nil && len(rep.Rows) > 0 || err == nil {
 		if markdown {

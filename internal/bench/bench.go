@@ -11,10 +11,12 @@ package bench
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -93,7 +95,8 @@ type Config struct {
 	// NaiveMax time-boxes a naive run: it is sequential, so its rate is steady and a run of a
 	// minute measures it as well as hours would.
 	NaiveMax time.Duration
-	// CPUProfile, when set, is a path prefix: each run writes PREFIX-<scenario>-<impl>.pprof.
+	// CPUProfile, when set, is a path prefix: each run writes PREFIX-<scenario>-<impl>.pprof,
+	// and the process serving the fakes PREFIX-<scenario>-<impl>-fakes.pprof.
 	CPUProfile string
 	// Trace, when set, is a path prefix: each run writes an execution trace (runtime/trace) to
 	// PREFIX-<scenario>-<impl>.trace; `go tool trace -pprof=syscall|sync|net` turns it into
@@ -107,7 +110,11 @@ type Config struct {
 	TempDir string
 	// Progress receives a line per run; nil: none.
 	Progress io.Writer
+	// Interrupt, when closed, stops the run in progress and ends Run with an error.
+	Interrupt <-chan struct{}
 }
+
+var errInterrupted = errors.New("interrupted")
 
 // Report is everything one invocation measured.
 type Report struct {
@@ -252,7 +259,7 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	spec := runSpec{
 		Scenario: sc.Name, Impl: impl, WorkOSURL: h.WorkOS, SESURL: h.SES, Dir: dir,
 		Concurrency: cfg.Concurrency, PageSize: cfg.PageSize, PollInterval: sc.PollInterval,
-		StopWhenIdle: sc.Arrival <= 0 && sc.RunFor <= 0, RateLimit: sc.RateLimit,
+		StopWhenIdle: sc.Arrival <= 0 && sc.RunFor <= 0, RateLimit: sc.RateLimit, SampleMem: sc.Events > 0,
 	}
 	if cfg.CPUProfile != "" {
 		spec.CPUProfile = fmt.Sprintf("%s-%s-%s.pprof", cfg.CPUProfile, sc.Name, impl)
@@ -265,6 +272,17 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	var stopOnce sync.Once
 	stopRun := func() { stopOnce.Do(func() { close(stop) }) }
 	defer stopRun()
+	if cfg.CPUProfile != "" && cfg.Exe != "" {
+		// The fakes' side of the same run, from this process.
+		f, err := os.Create(fmt.Sprintf("%s-%s-%s-fakes.pprof", cfg.CPUProfile, sc.Name, impl))
+		if err != nil {
+			return Row{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	done := make(chan runResult, 1)
 	load := loadAvg1()
 	fakesCPU0 := cpuTime()
@@ -298,11 +316,16 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
+	interrupted := false
 wait:
 	for {
 		select {
 		case res = <-done:
 			break wait
+		case <-cfg.Interrupt:
+			stopRun()
+			interrupted = true
+			cfg.Interrupt = nil
 		case now := <-tick.C:
 			if !now.Before(deadline) || sc.Arrival > 0 && h.acceptedCount() >= sc.Events {
 				stopRun()
@@ -310,6 +333,9 @@ wait:
 		}
 	}
 	fakesCPU := cpuTime() - fakesCPU0
+	if interrupted {
+		return Row{}, errInterrupted
+	}
 	if res.Err != "" {
 		return Row{}, fmt.Errorf("%s: %s", impl, res.Err)
 	}
@@ -324,7 +350,7 @@ wait:
 		P50ms: st.P50ms, P99ms: st.P99ms, PeakRSS: res.PeakRSS, StoreBytes: res.StoreBytes,
 		Mallocs: res.Mallocs, AllocBytes: res.AllocBytes, RateKnob: res.RateKnob, Limit: sc.RateLimit,
 		WorkOSLatency: sc.WorkOSLatency, SESLatency: sc.SESLatency, Concurrency: cfg.Concurrency, PageSize: cfg.PageSize,
-		Load1: load,
+		Load1: load, Mem: res.Mem, Store: res.Store,
 	}
 	if res.Elapsed > 0 {
 		row.EventsPerSec = float64(st.Unique) / res.Elapsed.Seconds()

@@ -64,3 +64,26 @@ func TestSetRateKnob(t *testing.T) {
 	// Whatever the pipeline has today is found or reported missing; it must not panic.
 	_ = setRateKnob(50, &worker.Options{}, &mailer.SESOptions{})
 }
+
+// The memory sampler must not allocate per sample: its allocations would count as the
+// pipeline's.
+func TestMemSamplerAllocs(t *testing.T) {
+	s := startMemSampler(time.Hour, "/nonexistent/state.db")
+	defer s.Stop()
+	s.sample() // first use may grow the buffer
+	if n := testing.AllocsPerRun(20, s.sample); n > 1 {
+		t.Errorf("a sample allocates %v times", n)
+	}
+}
+
+func TestMappedRSS(t *testing.T) {
+	smaps := []byte("7f00-7f10 r--s 00000000 fd:01 12 /tmp/x/state.db\nSize: 64 kB\nRss:   12 kB\n" +
+		"7f20-7f30 r-xp 00000000 fd:01 13 /usr/bin/other\nRss: 99 kB\n" +
+		"7f40-7f50 r--s 00000000 fd:01 12 /tmp/x/state.db\nRss: 4 kB\n")
+	if got := mappedRSS(smaps, []byte("/tmp/x/state.db")); got != 16*1024 {
+		t.Errorf("mappedRSS = %d, want %d", got, 16*1024)
+	}
+	if got := kbField([]byte("VmHWM:\t  1234 kB\nRssAnon:\t 56 kB\n"), []byte("RssAnon:")); got != 56*1024 {
+		t.Errorf("kbField = %d", got)
+	}
+}

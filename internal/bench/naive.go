@@ -75,7 +75,7 @@ func runNaive(spec runSpec, res *runResult, started func(time.Time), stop <-chan
 		pageSize = 100
 	}
 
-	m, err := startMeasure(spec)
+	m, err := startMeasure(spec, dbPath)
 	if err != nil {
 		return err
 	}

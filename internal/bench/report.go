@@ -27,6 +27,8 @@ type Row struct {
 	FakesCPUPct           float64 // the process serving the fakes, same measure
 	Load1                 float64 // the machine's 1-minute load average before the run
 	Runs                  int     // repetitions this row is the median of
+	Mem                   memPeaks
+	Store                 storeStats
 	// Rate-limited runs.
 	Limit     float64
 	RatePct   float64
@@ -227,6 +229,27 @@ func (rep *Report) notes() []string {
 	return out
 }
 
+// details say what peak memory and the store file are made of, for the pipeline's runs.
+func (rep *Report) details() []string {
+	var out []string
+	for _, r := range rep.Rows {
+		if r.Impl != implOurs {
+			continue
+		}
+		m := r.Mem
+		line := fmt.Sprintf("%s/%s memory: peak RSS %s; sampled peaks: anonymous %s, file-backed %s (of which the store's mmap %s, the rest mostly the binary), Go heap objects %s, Go runtime total %s",
+			r.Scenario, r.Impl, mib(r.PeakRSS), mib(m.RSSAnon), mib(m.RSSFile), mib(m.StoreMap), mib(m.GoHeap), mib(m.GoRuntime))
+		out = append(out, line)
+		if st := r.Store; st.Records > 0 {
+			out = append(out, fmt.Sprintf("%s/%s store: file %s, pages up to the high-water mark %s (%d free pages = %s), %d records of %.0f bytes (key + JSON) = %s; B+tree leaves %s used of %s, branches %s of %s",
+				r.Scenario, r.Impl, mib(st.FileBytes), mib(st.HighWater), st.FreePages, mib(int64(st.FreePages*st.PageSize)),
+				st.Records, float64(st.RecordBytes)/float64(st.Records), mib(st.RecordBytes),
+				mib(st.LeafInuse), mib(st.LeafAlloc), mib(st.BranchInuse), mib(st.BranchAlloc)))
+		}
+	}
+	return out
+}
+
 func (rep *Report) scenarioLines() []string {
 	seen := map[string]bool{}
 	var out []string
@@ -260,6 +283,9 @@ func (rep *Report) WriteText(w io.Writer) {
 	for _, l := range rep.notes() {
 		fmt.Fprintln(w, "note", l)
 	}
+	for _, l := range rep.details() {
+		fmt.Fprintln(w, l)
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\tgoal\tmeasured\tverdict")
@@ -289,6 +315,9 @@ func (rep *Report) WriteMarkdown(w io.Writer) {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 	for _, l := range rep.notes() {
+		fmt.Fprintf(w, "- %s\n", l)
+	}
+	for _, l := range rep.details() {
 		fmt.Fprintf(w, "- %s\n", l)
 	}
 	fmt.Fprintln(w)

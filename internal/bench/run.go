@@ -44,6 +44,9 @@ type runSpec struct {
 	RateLimit  float64
 	CPUProfile string
 	Trace      string // runtime/trace output of the measured part
+	// SampleMem samples memory during the run (every 250 ms; /proc/self/smaps every second).
+	// Off for idle runs, whose CPU it would skew.
+	SampleMem bool
 }
 
 // runResult is what the pipeline's process measured about itself.
@@ -61,6 +64,8 @@ type runResult struct {
 	Err          string
 	GoMaxProcs   int
 	StoreRecords int
+	Mem          memPeaks
+	Store        storeStats
 }
 
 // execute runs spec in this process, calling started once the pipeline starts and stopping
@@ -79,7 +84,9 @@ func execute(spec runSpec, started func(time.Time), stop <-chan struct{}) runRes
 	if err != nil {
 		res.Err = err.Error()
 	}
-	res.PeakRSS = peakRSS()
+	if res.PeakRSS == 0 {
+		res.PeakRSS = peakRSS()
+	}
 	return res
 }
 
@@ -91,10 +98,11 @@ type measure struct {
 	start time.Time
 	prof  *os.File
 	trace *os.File
+	mem   *memSampler
 	done  bool
 }
 
-func startMeasure(spec runSpec) (*measure, error) {
+func startMeasure(spec runSpec, storePath string) (*measure, error) {
 	m := &measure{}
 	if spec.CPUProfile != "" {
 		f, err := os.Create(spec.CPUProfile)
@@ -118,6 +126,9 @@ func startMeasure(spec runSpec) (*measure, error) {
 		}
 		m.trace = f
 	}
+	if spec.SampleMem {
+		m.mem = startMemSampler(250*time.Millisecond, storePath)
+	}
 	runtime.ReadMemStats(&m.ms0)
 	m.cpu0 = cpuTime()
 	m.start = time.Now()
@@ -137,6 +148,9 @@ func (m *measure) stop(res *runResult) {
 	res.Mallocs = ms.Mallocs - m.ms0.Mallocs
 	res.AllocBytes = ms.TotalAlloc - m.ms0.TotalAlloc
 	res.RunStart = m.start
+	if m.mem != nil {
+		res.Mem = m.mem.Stop()
+	}
 	if m.prof != nil {
 		pprof.StopCPUProfile()
 		m.prof.Close()
@@ -216,7 +230,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	}
 	w := worker.New(opts, worker.NewWorkOSClient(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
 
-	m, err := startMeasure(spec)
+	m, err := startMeasure(spec, dbPath)
 	if err != nil {
 		return err
 	}
@@ -232,6 +246,11 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		runErr = err
 	}
 	st = nil
+	// Before the store is read again below, which maps it in.
+	res.PeakRSS = peakRSS()
 	res.StoreBytes = fileSize(dbPath)
+	if runErr == nil {
+		res.Store, runErr = inspectStore(dbPath)
+	}
 	return runErr
 }
