@@ -4,9 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/workos-emailer/workos-emailer/mailer"
-	"github.com/workos-emailer/workos-emailer/worker"
 )
 
 // TestQuickScenario runs scenario a with a few events through the real pipeline and the naive
@@ -47,22 +44,6 @@ func TestMaxInWindow(t *testing.T) {
 	if got := maxInWindow(nil, s); got != 0 {
 		t.Errorf("maxInWindow(nil) = %d", got)
 	}
-}
-
-func TestSetRateKnob(t *testing.T) {
-	var opts struct {
-		PollInterval time.Duration
-		MaxSendRate  float64
-	}
-	if got := setRateKnob(50, &opts); got == "" || opts.MaxSendRate != 50 {
-		t.Errorf("knob %q, MaxSendRate %v", got, opts.MaxSendRate)
-	}
-	var none struct{ RetryMax time.Duration }
-	if got := setRateKnob(50, &none); got != "" {
-		t.Errorf("found knob %q in a struct without one", got)
-	}
-	// Whatever the pipeline has today is found or reported missing; it must not panic.
-	_ = setRateKnob(50, &worker.Options{}, &mailer.SESOptions{})
 }
 
 // The memory sampler must not allocate per sample: its allocations would count as the

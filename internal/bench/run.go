@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/workos-emailer/workos-emailer/internal/metrics"
+	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
@@ -215,7 +216,9 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	}
 	sesOpts := mailer.SESOptions{Region: "us-east-1", Endpoint: spec.SESURL, From: benchFrom, Credentials: benchCredentials()}
 	if spec.RateLimit > 0 {
-		res.RateKnob = setRateKnob(spec.RateLimit, &opts, &sesOpts)
+		// What the daemon does with mailer.ses.max_send_rate (cmd/workos-emailer/sendlimit.go).
+		opts.Limiter = sendlimit.New(sendlimit.Options{Rate: spec.RateLimit})
+		res.RateKnob = "mailer.ses.max_send_rate"
 	}
 	ses, err := mailer.NewSES(context.Background(), sesOpts)
 	if err != nil {
