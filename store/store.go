@@ -92,6 +92,10 @@ var (
 
 const schemaVersion = "1"
 
+// appendFillPercent is how full bbolt leaves a page it splits in the deliveries bucket: nearly
+// full, with a little room for a record that grows when its send is recorded.
+const appendFillPercent = 0.95
+
 // Options tunes Open.
 type Options struct {
 	// LockTimeout bounds the wait for another process's file lock. Default 2s.
@@ -389,6 +393,9 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 	}
 	key := []byte(d.EventID)
 	all := tx.Bucket(bucketDeliveries)
+	// Event ids grow with time, so records are appended at the right edge of the tree. bbolt
+	// splits pages half full by default, which for appends leaves the file twice its data.
+	all.FillPercent = appendFillPercent
 	if old := all.Get(key); old != nil {
 		h, err := decodeHead(key, old)
 		if err != nil {
