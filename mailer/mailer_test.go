@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -162,18 +163,21 @@ func TestSESUnreadableSuccessIsAmbiguous(t *testing.T) {
 	}
 }
 
-func TestSESUnavailableMarksServiceFailures(t *testing.T) {
+// Unavailable marks failures of the service (not charged as attempts); Throttled marks only
+// SES's throttling answers, which slow the send limiter.
+func TestSESUnavailableAndThrottledClassification(t *testing.T) {
 	for _, tc := range []struct {
-		status      int
-		code        string
-		unavailable bool
+		status                 int
+		code                   string
+		unavailable, throttled bool
 	}{
-		{429, "TooManyRequestsException", true},
-		{400, "ThrottlingException", true},
-		{400, "Throttling", true},
-		{503, "ServiceUnavailable", true},
-		{500, "InternalFailure", false},
-		{400, "MessageRejected", false},
+		{429, "TooManyRequestsException", true, true},
+		{400, "ThrottlingException", true, true},
+		{400, "Throttling", true, true},
+		{503, "ServiceUnavailable", true, false},
+		{500, "InternalFailure", false, false},
+		{400, "MessageRejected", false, false},
+		{400, "SendingPausedException", false, false},
 	} {
 		fake := fakeses.New()
 		fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
@@ -185,6 +189,12 @@ func TestSESUnavailableMarksServiceFailures(t *testing.T) {
 		if Unavailable(err) != tc.unavailable {
 			t.Errorf("%s: Unavailable = %v", tc.code, !tc.unavailable)
 		}
+		if Throttled(err) != tc.throttled || Throttled(fmt.Errorf("wrapped: %w", err)) != tc.throttled {
+			t.Errorf("%s: Throttled (or wrapped) = %v, want %v", tc.code, Throttled(err), tc.throttled)
+		}
+	}
+	if Throttled(nil) {
+		t.Error("nil is throttled")
 	}
 }
 
