@@ -173,10 +173,11 @@ func Run(cfg Config) (*Report, error) {
 			sc.SESLatency = cfg.SESLatency
 		}
 		rows, err := runScenario(cfg, sc, tmp)
+		rep.Rows = append(rep.Rows, rows...)
 		if err != nil {
+			rep.Targets = evaluate(rep.Rows) // of the scenarios that finished
 			return rep, fmt.Errorf("scenario %s: %w", name, err)
 		}
-		rep.Rows = append(rep.Rows, rows...)
 	}
 	rep.Targets = evaluate(rep.Rows)
 	return rep, nil
@@ -187,10 +188,12 @@ func Run(cfg Config) (*Report, error) {
 func runScenario(cfg Config, sc Scenario, tmp string) ([]Row, error) {
 	runs := map[string][]Row{}
 	var impls []string
+	var err error
 	for i := range cfg.Count {
-		rows, err := runScenarioOnce(cfg, sc, filepath.Join(tmp, fmt.Sprintf("%s-%d", sc.Name, i)))
+		var rows []Row
+		rows, err = runScenarioOnce(cfg, sc, filepath.Join(tmp, fmt.Sprintf("%s-%d", sc.Name, i)))
 		if err != nil {
-			return nil, err
+			break // report the repetitions that finished, with the error
 		}
 		for _, r := range rows {
 			if runs[r.Impl] == nil {
@@ -203,7 +206,7 @@ func runScenario(cfg Config, sc Scenario, tmp string) ([]Row, error) {
 	for _, impl := range impls {
 		out = append(out, median(runs[impl]))
 	}
-	return out, nil
+	return out, err
 }
 
 // median picks the middle run and notes the range of all.
