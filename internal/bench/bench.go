@@ -353,7 +353,7 @@ wait:
 		P50ms: st.P50ms, P99ms: st.P99ms, PeakRSS: res.PeakRSS, StoreBytes: res.StoreBytes,
 		Mallocs: res.Mallocs, AllocBytes: res.AllocBytes, RateKnob: res.RateKnob, Limit: sc.RateLimit,
 		WorkOSLatency: sc.WorkOSLatency, SESLatency: sc.SESLatency, Concurrency: cfg.Concurrency, PageSize: cfg.PageSize,
-		Load1: load, Mem: res.Mem, Store: res.Store,
+		Load1: load, Mem: res.Mem, Store: res.Store, WorkOSConns: h.wosConns.Load(), SESConns: h.sesConns.Load(),
 	}
 	if res.Elapsed > 0 {
 		row.EventsPerSec = float64(st.Unique) / res.Elapsed.Seconds()

@@ -3,9 +3,12 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
@@ -21,12 +24,15 @@ const (
 // and records when SES accepted each event's email. It runs in the orchestrating process, so
 // the pipeline process's memory, allocations and CPU are its own.
 type host struct {
-	wos      *fakeworkos.Server
-	ses      *fakeses.Server
-	WorkOS   string // base URLs
-	SES      string
-	orgs     []string
-	inviters []string
+	wos     *fakeworkos.Server
+	ses     *fakeses.Server
+	servers []*httptest.Server
+	// Connections the pipeline opened to each fake (TCP accepts).
+	wosConns, sesConns atomic.Int64
+	WorkOS             string // base URLs
+	SES                string
+	orgs               []string
+	inviters           []string
 
 	added int // events added so far; owned by the adding goroutine
 
@@ -72,8 +78,8 @@ func newHost(workosLat, sesLat time.Duration, accountRate float64) *host {
 		}
 		return false
 	}
-	h.WorkOS = h.wos.Start()
-	h.SES = h.ses.Start()
+	h.WorkOS = h.serve(h.wos, &h.wosConns)
+	h.SES = h.serve(h.ses, &h.sesConns)
 	for i := range 8 {
 		h.orgs = append(h.orgs, h.wos.AddOrganization(fmt.Sprintf("Org %d", i)))
 		h.inviters = append(h.inviters, h.wos.AddUser("Inviter", fmt.Sprint(i), fmt.Sprintf("inviter%d@bench.example", i)))
@@ -81,9 +87,23 @@ func newHost(workosLat, sesLat time.Duration, accountRate float64) *host {
 	return h
 }
 
+// serve starts a loopback server for a fake, as the fakes' Start does, counting connections.
+func (h *host) serve(handler http.Handler, conns *atomic.Int64) string {
+	srv := httptest.NewUnstartedServer(handler)
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	h.servers = append(h.servers, srv)
+	return srv.URL
+}
+
 func (h *host) Close() {
-	h.wos.Close()
-	h.ses.Close()
+	for _, srv := range h.servers {
+		srv.Close()
+	}
 }
 
 func (h *host) account(w http.ResponseWriter) {
@@ -167,6 +187,8 @@ func (h *host) resetAccepts() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.accepts, h.unknown = nil, 0
+	h.wosConns.Store(0)
+	h.sesConns.Store(0)
 }
 
 // acceptStats summarizes what SES accepted: latency from the moment each event became visible

@@ -185,7 +185,6 @@ type storeStats struct {
 	// HighWater is the size up to the highest page in use; the file beyond it is bbolt's
 	// preallocation (it grows the file ahead in steps).
 	HighWater int64
-	FreePages int // free and pending pages below the high-water mark (copy-on-write leftovers)
 	// Records in the deliveries bucket and their keys and values (JSON) in bytes.
 	Records     int
 	RecordBytes int64
@@ -221,7 +220,5 @@ func inspectStore(path string) (storeStats, error) {
 			return nil
 		})
 	})
-	s := db.Stats()
-	st.FreePages = s.FreePageN + s.PendingPageN
 	return st, err
 }

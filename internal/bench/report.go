@@ -29,6 +29,8 @@ type Row struct {
 	Runs                  int     // repetitions this row is the median of
 	Mem                   memPeaks
 	Store                 storeStats
+	// TCP connections the implementation opened to the fake WorkOS and the fake SES.
+	WorkOSConns, SESConns int64
 	// Rate-limited runs.
 	Limit     float64
 	RatePct   float64
@@ -236,13 +238,21 @@ func (rep *Report) details() []string {
 		if r.Impl != implOurs {
 			continue
 		}
+		if r.Sent > 0 {
+			out = append(out, fmt.Sprintf("%s/%s connections opened: WorkOS %d, SES %d (%.1f and %.1f per 1,000 events)", r.Scenario, r.Impl,
+				r.WorkOSConns, r.SESConns, 1000*float64(r.WorkOSConns)/float64(r.Sent), 1000*float64(r.SESConns)/float64(r.Sent)))
+		}
 		m := r.Mem
+		if m.Samples == 0 {
+			continue
+		}
 		line := fmt.Sprintf("%s/%s memory: peak RSS %s; sampled peaks: anonymous %s, file-backed %s (of which the store's mmap %s, the rest mostly the binary), Go heap objects %s, Go runtime total %s",
 			r.Scenario, r.Impl, mib(r.PeakRSS), mib(m.RSSAnon), mib(m.RSSFile), mib(m.StoreMap), mib(m.GoHeap), mib(m.GoRuntime))
 		out = append(out, line)
 		if st := r.Store; st.Records > 0 {
-			out = append(out, fmt.Sprintf("%s/%s store: file %s, pages up to the high-water mark %s (%d free pages = %s), %d records of %.0f bytes (key + JSON) = %s; B+tree leaves %s used of %s, branches %s of %s",
-				r.Scenario, r.Impl, mib(st.FileBytes), mib(st.HighWater), st.FreePages, mib(int64(st.FreePages*st.PageSize)),
+			other := st.HighWater - st.LeafAlloc - st.BranchAlloc
+			out = append(out, fmt.Sprintf("%s/%s store: file %s, up to the highest page in use %s (free, freelist and meta pages %s), %d records of %.0f bytes (key + JSON) = %s; B+tree leaves %s used of %s, branches %s of %s",
+				r.Scenario, r.Impl, mib(st.FileBytes), mib(st.HighWater), mib(other),
 				st.Records, float64(st.RecordBytes)/float64(st.Records), mib(st.RecordBytes),
 				mib(st.LeafInuse), mib(st.LeafAlloc), mib(st.BranchInuse), mib(st.BranchAlloc)))
 		}
