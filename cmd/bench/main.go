@@ -60,6 +60,7 @@ func main() {
 		cfg.Exe = exe
 	}
 	cfg.Progress = os.Stderr
+	cfg.Command = strings.Join(append([]string{"bench"}, os.Args[1:]...), " ")
 	// A signal stops the run in progress (its child stops as the daemon does) and removes the
 	// temporary stores.
 	interrupt := make(chan struct{})

@@ -110,6 +110,8 @@ type Config struct {
 	TempDir string
 	// Progress receives a line per run; nil: none.
 	Progress io.Writer
+	// Command is how the benchmark was invoked, for the report.
+	Command string
 	// Interrupt, when closed, stops the run in progress and ends Run with an error.
 	Interrupt <-chan struct{}
 }

@@ -235,15 +235,12 @@ func (rep *Report) notes() []string {
 func (rep *Report) details() []string {
 	var out []string
 	for _, r := range rep.Rows {
-		if r.Impl != implOurs {
-			continue
-		}
 		if r.Sent > 0 {
 			out = append(out, fmt.Sprintf("%s/%s connections opened: WorkOS %d, SES %d (%.1f and %.1f per 1,000 events)", r.Scenario, r.Impl,
 				r.WorkOSConns, r.SESConns, 1000*float64(r.WorkOSConns)/float64(r.Sent), 1000*float64(r.SESConns)/float64(r.Sent)))
 		}
 		m := r.Mem
-		if m.Samples == 0 {
+		if m.Samples == 0 || r.Impl != implOurs {
 			continue
 		}
 		line := fmt.Sprintf("%s/%s memory: peak RSS %s; sampled peaks: anonymous %s, file-backed %s (of which the store's mmap %s, the rest mostly the binary), Go heap objects %s, Go runtime total %s",
@@ -275,6 +272,9 @@ func (rep *Report) scenarioLines() []string {
 // WriteText prints the report as aligned plain text.
 func (rep *Report) WriteText(w io.Writer) {
 	m := rep.Machine
+	if rep.Config.Command != "" {
+		fmt.Fprintf(w, "command: %s\n", rep.Config.Command)
+	}
 	fmt.Fprintf(w, "machine: %d CPUs (%s), GOMAXPROCS %d, %s, kernel %s, commit %s\n", m.CPUs, m.CPUModel, m.GOMAXPROCS, m.GoVersion, m.Kernel, m.Commit)
 	fmt.Fprintf(w, "delivery.concurrency %d, workos.page_size %d\n\n", rep.Config.Concurrency, rep.Config.PageSize)
 	for _, l := range rep.scenarioLines() {
@@ -308,6 +308,9 @@ func (rep *Report) WriteText(w io.Writer) {
 // WriteMarkdown prints the report as Markdown tables.
 func (rep *Report) WriteMarkdown(w io.Writer) {
 	m := rep.Machine
+	if rep.Config.Command != "" {
+		fmt.Fprintf(w, "Command: `%s`\n\n", rep.Config.Command)
+	}
 	fmt.Fprintf(w, "Machine: %d CPUs (%s), GOMAXPROCS %d, %s, Linux %s, commit `%s`; delivery.concurrency %d, workos.page_size %d.\n\n",
 		m.CPUs, m.CPUModel, m.GOMAXPROCS, m.GoVersion, m.Kernel, m.Commit, rep.Config.Concurrency, rep.Config.PageSize)
 	for _, l := range rep.scenarioLines() {
