@@ -2,8 +2,11 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -626,5 +629,31 @@ func TestEventsAreListedOldestFirst(t *testing.T) {
 	h.run()
 	if len(h.ses.Messages()) != 3 {
 		t.Errorf("%d emails after the API behaved, want 3", len(h.ses.Messages()))
+	}
+}
+
+// Deliveries in flight reuse their connections to WorkOS instead of opening one per request.
+func TestWorkOSConnectionsAreReused(t *testing.T) {
+	h := newHarness(t)
+	h.opts.Concurrency = 8
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(h.wos)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	h.wosURL = srv.URL
+	for i := range 200 {
+		h.wos.AddCode("magic_auth", fmt.Sprintf("u%d@example.com", i), "user_01", time.Now().Add(time.Hour))
+	}
+	h.run()
+	if len(h.ses.Messages()) != 200 {
+		t.Fatalf("%d sent", len(h.ses.Messages()))
+	}
+	if n := conns.Load(); n > int32(h.opts.Concurrency)+2 {
+		t.Errorf("%d connections to WorkOS for 200 events at concurrency %d; want them reused", n, h.opts.Concurrency)
 	}
 }

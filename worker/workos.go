@@ -122,7 +122,7 @@ func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClien
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
-	hc := &http.Client{Timeout: timeout, Transport: retryAfterTransport{base: http.DefaultTransport}}
+	hc := &http.Client{Timeout: timeout, Transport: retryAfterTransport{base: workosTransport()}}
 	base := strings.TrimRight(baseURL, "/")
 	um := usermanagement.NewClient(apiKey)
 	um.Endpoint = base
@@ -146,6 +146,18 @@ func (t oldestFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 	req.URL.RawQuery = q.Encode()
 	return t.base.RoundTrip(req)
 }
+
+// workosTransport keeps enough idle connections for every delivery in flight. The default
+// transport keeps 2 per host, so with more deliveries than that most requests would open (and
+// against api.workos.com, TLS-handshake) a new connection.
+func workosTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = maxIdleWorkOSConns
+	return t
+}
+
+// maxIdleWorkOSConns covers delivery.concurrency (up to 64 is common) plus the poll.
+const maxIdleWorkOSConns = 100
 
 type retryHintKey struct{}
 
