@@ -251,9 +251,9 @@ func (s *Store) Problems() ([]Delivery, error) {
 		}
 		all := tx.Bucket(bucketDeliveries)
 		for _, k := range keys {
-			var d Delivery
-			if err := json.Unmarshal(all.Get(k), &d); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", k, err)
+			d, err := decodeDelivery(k, all.Get(k))
+			if err != nil {
+				return err
 			}
 			out = append(out, d)
 		}
@@ -346,9 +346,9 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]Delivery, error) {
 				refused[id] = "no delivery record with this event id"
 				continue
 			}
-			var d Delivery
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", id, err)
+			d, err := decodeDelivery([]byte(id), v)
+			if err != nil {
+				return err
 			}
 			if why := whyNotRetryable(d); why != "" {
 				refused[id] = why
@@ -388,9 +388,9 @@ func (s *Store) RequestRetryAll(now time.Time) (queued, notRetryable []Delivery,
 		}
 		all := tx.Bucket(bucketDeliveries)
 		for _, k := range keys {
-			var d Delivery
-			if err := json.Unmarshal(all.Get(k), &d); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", k, err)
+			d, err := decodeDelivery(k, all.Get(k))
+			if err != nil {
+				return err
 			}
 			if whyNotRetryable(d) != "" {
 				notRetryable = append(notRetryable, d)

@@ -435,9 +435,9 @@ func (s *Store) Interrupted() ([]Delivery, error) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		all := tx.Bucket(bucketDeliveries)
 		return tx.Bucket(bucketSending).ForEach(func(k, _ []byte) error {
-			var d Delivery
-			if err := json.Unmarshal(all.Get(k), &d); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", k, err)
+			d, err := decodeDelivery(k, all.Get(k))
+			if err != nil {
+				return err
 			}
 			out = append(out, d)
 			return nil
@@ -449,13 +449,22 @@ func (s *Store) Interrupted() ([]Delivery, error) {
 	return out, nil
 }
 
+// decodeDelivery reads a stored record.
+func decodeDelivery(key, v []byte) (Delivery, error) {
+	var d Delivery
+	if err := json.Unmarshal(v, &d); err != nil {
+		return Delivery{}, fmt.Errorf("decode delivery %s: %w", key, err)
+	}
+	return d, nil
+}
+
 // ForEach calls fn for every delivery record in event-id order.
 func (s *Store) ForEach(fn func(Delivery) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
-			var d Delivery
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("decode delivery %s: %w", k, err)
+			d, err := decodeDelivery(k, v)
+			if err != nil {
+				return err
 			}
 			return fn(d)
 		})
