@@ -61,7 +61,6 @@ type runResult struct {
 	CPU          time.Duration // user+system during the run
 	PeakRSS      int64         // bytes, whole process lifetime (VmHWM)
 	StoreBytes   int64
-	RateKnob     string // the knob set for RateLimit, "" if none
 	Err          string
 	GoMaxProcs   int
 	StoreRecords int
@@ -218,7 +217,6 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	if spec.RateLimit > 0 {
 		// What the daemon does with mailer.ses.max_send_rate (cmd/workos-emailer/sendlimit.go).
 		opts.Limiter = sendlimit.New(sendlimit.Options{Rate: spec.RateLimit})
-		res.RateKnob = "mailer.ses.max_send_rate"
 	}
 	ses, err := mailer.NewSES(context.Background(), sesOpts)
 	if err != nil {
