@@ -54,6 +54,8 @@ func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
 	}
 	if opts.HTTPClient != nil {
 		loadOpts = append(loadOpts, config.WithHTTPClient(opts.HTTPClient))
+	} else {
+		loadOpts = append(loadOpts, config.WithHTTPClient(sesHTTPClient()))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
@@ -70,6 +72,20 @@ func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
 	})
 	return &SES{client: client, opts: opts}, nil
 }
+
+// sesHTTPClient is the SDK's default client with room for the sends in flight: the default
+// keeps 10 idle connections per host, so with more deliveries than that in flight, sends would
+// keep opening (and TLS-handshaking) new connections. A write buffer that holds a whole request
+// puts it on the wire in one write instead of one per 4 KiB.
+func sesHTTPClient() *awshttp.BuildableClient {
+	return awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+		t.MaxIdleConnsPerHost = maxIdleSESConns
+		t.WriteBufferSize = 64 << 10
+	})
+}
+
+// maxIdleSESConns covers delivery.concurrency (up to 64 is common) and GetAccount.
+const maxIdleSESConns = 100
 
 // CheckCredentials resolves AWS credentials once, so a daemon without any fails at start with
 // a clear message instead of failing every send.

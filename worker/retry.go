@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -57,60 +56,42 @@ func ValidObjectID(id string) bool { return validObjectID.MatchString(id) }
 // ValidEventID reports whether id has the shape of a WorkOS event id.
 func ValidEventID(id string) bool { return strings.HasPrefix(id, "event_") && ValidObjectID(id) }
 
-// beforePoll delivers queued retries and prunes old records when due. Its error is a store error
-// or errStopped.
-func (w *Worker) beforePoll(ctx context.Context) error {
-	if err := w.deliverRetries(ctx); err != nil {
-		return err
-	}
-	w.maybePrune()
-	return nil
-}
-
-// deliverRetries delivers up to retryBatch queued retries, concurrently like a page.
-func (w *Worker) deliverRetries(ctx context.Context) error {
+// handOverRetries hands up to retryBatch queued retries to the dispatcher, which delivers them
+// in the pool beside the events, and waits until they are all settled, so the next read of the
+// queue does not return them again. It reports false when ctx ended first.
+func (w *Worker) handOverRetries(ctx context.Context, send func(fetched) bool) bool {
 	rs, ok := w.store.(RetryStore)
 	if !ok {
-		return nil
+		return true
 	}
 	ids, err := rs.RetryQueue(retryBatch)
-	if err != nil || len(ids) == 0 {
-		return err
+	if err != nil {
+		// The queue waits; the deliveries, which need the same store, report a broken one.
+		w.log.Error("reading the retry queue failed; will try again before the next poll", zap.Error(err))
+		return true
+	}
+	if len(ids) == 0 {
+		return true
 	}
 	w.log.Info("delivering events an operator queued for retry", zap.Int("queued", len(ids)))
-	sem := make(chan struct{}, w.opts.Concurrency)
-	var wg sync.WaitGroup
-	var firstErr firstError
-	for _, id := range ids {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			firstErr.set(errStopped)
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := w.retryOne(ctx, rs, id); err != nil {
-				firstErr.set(err)
-			}
-		}()
+	batch := &retryGroup{left: len(ids), done: make(chan struct{})}
+	if !send(fetched{retries: ids, batch: batch}) {
+		return false
 	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		firstErr.set(errStopped)
+	select {
+	case <-batch.done:
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	return firstErr.get()
 }
 
 // retryOne rebuilds the event from the record (its type from the kind, its object id) and
 // delivers it. The rebuilt event has no email, so the check of the object's email against the
 // event's is skipped; every other check runs again.
-func (w *Worker) retryOne(ctx context.Context, rs RetryStore, id string) error {
-	rec, found, err := w.store.Delivery(id)
+func (w *Worker) retryOne(ctx context.Context, id string) error {
+	rs := w.store.(RetryStore) // only handOverRetries queues retries
+	rec, found, err := w.record(id)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"text/template"
 	"time"
@@ -143,6 +142,7 @@ type Worker struct {
 	enabled  map[string]bool
 	types    []string
 	paused   atomic.Bool
+	unsynced unsynced // final records on their way to disk (dispatch.go)
 	observed // observer, heartbeat, last successful poll: observe.go
 }
 
@@ -171,7 +171,7 @@ var errStopped = errors.New("stopped")
 
 // Run polls and delivers until ctx ends (or, with StopWhenIdle, until the stream is drained).
 // Cancelling ctx stops polling and waiting; sends already handed to SES finish and are
-// recorded. It returns an error only when the store fails.
+// recorded. It returns an error only when the store fails. dispatch.go has the pipeline.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.recoverInterrupted(); err != nil {
 		return err
@@ -180,61 +180,85 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	after := pos.Cursor
 	if !pos.CursorSetAt.IsZero() {
 		w.obs.CursorMoved(pos.CursorSetAt)
 	}
 	w.log.Info("polling WorkOS events", zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since),
 		zap.Strings("event_types", w.types))
-	failures := 0
-	for ctx.Err() == nil {
-		// Operator-queued retries and pruning (retry.go, prune.go).
-		if err := w.beforePoll(ctx); err != nil {
-			if errors.Is(err, errStopped) {
-				break
-			}
-			return err
-		}
-		page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			w.polled(0, err)
-			failures++
-			delay := w.backoff(failures, retryAfterOf(err))
-			var apiErr *APIError
-			if after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable() {
-				// Never jump ahead on our own: events between the cursor and now would be lost.
-				w.log.Error("WorkOS rejects the stored cursor, probably older than its event retention (about 30 days); "+
-					"stop the daemon and reset the cursor to a time to backfill from", zap.String("cursor", after), zap.Error(err))
-			}
-			w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
-			w.wait(ctx, delay)
-			continue
-		}
-		w.polled(len(page.Events), nil)
-		failures = 0
-		if len(page.Events) == 0 {
-			if w.opts.StopWhenIdle {
-				return nil
-			}
-			w.wait(ctx, w.opts.PollInterval)
-			continue
-		}
-		if err := w.processPage(ctx, page.Events); err != nil {
-			if errors.Is(err, errStopped) {
-				break
-			}
-			return err
-		}
-		after = page.Events[len(page.Events)-1].ID
-		if len(page.Events) < w.opts.PageSize && !w.opts.StopWhenIdle {
-			w.wait(ctx, w.opts.PollInterval)
+	err = w.dispatch(ctx, pos)
+	w.log.Info("stopped polling")
+	return err
+}
+
+// fetch lists pages for the dispatcher: one each time it asks (want), the next one asked for
+// while the last is still being delivered. Before each list it hands over the operator's queued
+// retries and prunes old records when due. An empty or short page waits poll_interval before
+// the next list; a full one is followed at once. It returns when ctx ends, or after the first
+// empty page with StopWhenIdle.
+func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan struct{}, out chan<- fetched) {
+	send := func(f fetched) bool {
+		select {
+		case out <- f:
+			return true
+		case <-ctx.Done():
+			return false
 		}
 	}
-	w.log.Info("stopped polling")
-	return nil
+	after := pos.Cursor
+	failures := 0
+	idle := false // the last list returned less than a full page
+	for {
+		select {
+		case <-want:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			if idle && !w.opts.StopWhenIdle && !w.wait(ctx, w.opts.PollInterval) {
+				return
+			}
+			if !w.handOverRetries(ctx, send) {
+				return
+			}
+			w.maybePrune()
+			page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				w.polled(0, err)
+				failures++
+				delay := w.backoff(failures, retryAfterOf(err))
+				var apiErr *APIError
+				if after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable() {
+					// Never jump ahead on our own: events between the cursor and now would be lost.
+					w.log.Error("WorkOS rejects the stored cursor, probably older than its event retention (about 30 days); "+
+						"stop the daemon and reset the cursor to a time to backfill from", zap.String("cursor", after), zap.Error(err))
+				}
+				w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
+				if !w.wait(ctx, delay) {
+					return
+				}
+				idle = false // the backoff was the wait
+				continue
+			}
+			w.polled(len(page.Events), nil)
+			failures = 0
+			idle = len(page.Events) < w.opts.PageSize
+			if len(page.Events) == 0 {
+				if w.opts.StopWhenIdle {
+					send(fetched{end: true})
+					return
+				}
+				continue
+			}
+			after = page.Events[len(page.Events)-1].ID
+			if !send(fetched{events: page.Events}) {
+				return
+			}
+			break
+		}
+	}
 }
 
 // recoverInterrupted settles records left in state sending by a process that died mid-send.
@@ -265,135 +289,6 @@ func (w *Worker) recoverInterrupted() error {
 			zap.String("kind", d.Kind), zap.Int("attempts", d.Attempts))
 	}
 	return nil
-}
-
-// processPage delivers one page of events concurrently while keeping each recipient's emails in
-// event order, and moves the cursor over the prefix of the page that is final.
-func (w *Worker) processPage(ctx context.Context, events []Event) error {
-	prog := &pageProgress{w: w, events: events, done: make([]bool, len(events))}
-	sem := make(chan struct{}, w.opts.Concurrency)
-	var wg sync.WaitGroup
-	var firstErr firstError
-	fail := firstErr.set
-	for _, chain := range byRecipient(events) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, i := range chain {
-				if ctx.Err() != nil {
-					fail(errStopped)
-					return
-				}
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					fail(errStopped)
-					return
-				}
-				rec, err := w.deliver(ctx, events[i])
-				if err == nil {
-					err = prog.finish(i, rec)
-				}
-				<-sem
-				if err != nil {
-					fail(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return firstErr.get()
-}
-
-// firstError keeps the first error of concurrent deliveries. A real failure outranks
-// errStopped, so a store error that happens while shutting down is still reported.
-type firstError struct {
-	mu  sync.Mutex
-	err error
-}
-
-func (f *firstError) set(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err == nil || errors.Is(f.err, errStopped) && !errors.Is(err, errStopped) {
-		f.err = err
-	}
-}
-
-func (f *firstError) get() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.err
-}
-
-type pageProgress struct {
-	w      *Worker
-	mu     sync.Mutex
-	events []Event
-	done   []bool
-	prefix int // events[:prefix] are final and the cursor is at events[prefix-1]
-}
-
-// finish records event i's final delivery (nil: it was already final) and, when it completes the
-// finished prefix, moves the cursor in the same transaction. The write is queued under the
-// lock, so writes reach the store in the order the prefix grew, and awaited outside it, so the
-// deliveries of a page share commits instead of taking turns.
-func (p *pageProgress) finish(i int, rec *store.Delivery) error {
-	p.mu.Lock()
-	p.done[i] = true
-	old := p.prefix
-	for p.prefix < len(p.done) && p.done[p.prefix] {
-		p.prefix++
-	}
-	cursor := ""
-	if p.prefix > old {
-		cursor = p.events[p.prefix-1].ID
-	}
-	now := p.w.opts.Now()
-	p.w.beat()
-	var wait func() error
-	switch {
-	case rec != nil:
-		wait = p.w.store.SaveAsync(*rec, cursor, now)
-	case cursor != "":
-		wait = p.w.store.SetCursorAsync(cursor, now)
-	}
-	p.mu.Unlock()
-	if wait == nil {
-		return nil
-	}
-	if err := wait(); err != nil {
-		return err
-	}
-	if cursor != "" {
-		p.w.obs.CursorMoved(now)
-	}
-	if rec != nil {
-		failpoint.Hit("after-record")
-	}
-	return nil
-}
-
-// byRecipient splits a page into chains of event indexes, one per recipient, each in event
-// order, so two emails to one person never overtake each other.
-func byRecipient(events []Event) [][]int {
-	chains := map[string]int{}
-	var out [][]int
-	for i, ev := range events {
-		key := "event:" + ev.ID
-		if ref, err := parseEventData(ev.Data); err == nil && ref.Email != "" {
-			key = "to:" + strings.ToLower(ref.Email)
-		}
-		c, ok := chains[key]
-		if !ok {
-			c = len(out)
-			chains[key] = c
-			out = append(out, nil)
-		}
-		out[c] = append(out[c], i)
-	}
-	return out
 }
 
 // eventRef is the part of an event's data the worker reads. Events carry no secrets.
@@ -443,7 +338,7 @@ func finalAs(rec *store.Delivery, state store.State, code, reason string) result
 // deliver takes one event to a final state. It returns nil when the store already had a final
 // record, errStopped when ctx ended first, or a store error.
 func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error) {
-	rec, found, err := w.store.Delivery(ev.ID)
+	rec, found, err := w.record(ev.ID)
 	if err != nil {
 		return nil, err
 	}

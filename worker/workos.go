@@ -153,7 +153,30 @@ func (t oldestFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 func workosTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = maxIdleWorkOSConns
-	return t
+	t.ReadBufferSize = 32 << 10 // a page of events in a few reads, not dozens
+	return drainBodies{t}
+}
+
+// drainBodies reads what is left of a response body before closing it. workos-go decodes one
+// JSON value and closes the body; the end of a chunked answer (or a trailing newline) is then
+// still unread, and net/http closes a connection whose body was not read to the end: every page
+// of events would cost a new connection and TLS handshake.
+type drainBodies struct{ base http.RoundTripper }
+
+func (t drainBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil {
+		resp.Body = drainingBody{resp.Body}
+	}
+	return resp, err
+}
+
+type drainingBody struct{ io.ReadCloser }
+
+// Close drains a little (a body much longer than expected is not worth the wait) and closes.
+func (b drainingBody) Close() error {
+	_, _ = io.CopyN(io.Discard, b.ReadCloser, 4<<10)
+	return b.ReadCloser.Close()
 }
 
 // maxIdleWorkOSConns covers delivery.concurrency (up to 64 is common) plus the poll.

@@ -31,6 +31,7 @@ func main() {
 	flag.IntVar(&cfg.Count, "count", 1, "run each scenario this many times and report the median run with the range")
 	flag.DurationVar(&cfg.NaiveMax, "naive-max", 0, "time box of a naive run (default 1m, -quick 10s)")
 	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of each run's pipeline process to PREFIX-<scenario>-<impl>.pprof")
+	flag.StringVar(&cfg.MemProfile, "memprofile", "", "write the allocations of each run's pipeline process to PREFIX-<scenario>-<impl>.heap")
 	flag.StringVar(&cfg.Trace, "trace", "", "write an execution trace of each run's pipeline process to PREFIX-<scenario>-<impl>.trace")
 	flag.BoolVar(&markdown, "markdown", false, "print the results as Markdown (for BENCHMARKS.md)")
 	flag.BoolVar(&inProcess, "inprocess", false, "run the pipeline in this process, beside the fakes, instead of a fresh child process per run (RSS, allocations and CPU then include the fakes)")

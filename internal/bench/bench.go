@@ -98,6 +98,9 @@ type Config struct {
 	// CPUProfile, when set, is a path prefix: each run writes PREFIX-<scenario>-<impl>.pprof,
 	// and the process serving the fakes PREFIX-<scenario>-<impl>-fakes.pprof.
 	CPUProfile string
+	// MemProfile, when set, is a path prefix: each run writes the allocations of its measured
+	// part to PREFIX-<scenario>-<impl>.heap (`go tool pprof -sample_index=alloc_space`).
+	MemProfile string
 	// Trace, when set, is a path prefix: each run writes an execution trace (runtime/trace) to
 	// PREFIX-<scenario>-<impl>.trace; `go tool trace -pprof=syscall|sync|net` turns it into
 	// profiles of the time spent blocked.
@@ -268,6 +271,9 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	}
 	if cfg.CPUProfile != "" {
 		spec.CPUProfile = fmt.Sprintf("%s-%s-%s.pprof", cfg.CPUProfile, sc.Name, impl)
+	}
+	if cfg.MemProfile != "" {
+		spec.MemProfile = fmt.Sprintf("%s-%s-%s.heap", cfg.MemProfile, sc.Name, impl)
 	}
 	if cfg.Trace != "" {
 		spec.Trace = fmt.Sprintf("%s-%s-%s.trace", cfg.Trace, sc.Name, impl)

@@ -44,6 +44,7 @@ type runSpec struct {
 	// RateLimit, when > 0, is set on the pipeline's send-rate knob, if one exists.
 	RateLimit  float64
 	CPUProfile string
+	MemProfile string
 	Trace      string // runtime/trace output of the measured part
 	// SampleMem samples memory during the run (every 250 ms; /proc/self/smaps every second).
 	// Off for idle runs, whose CPU it would skew.
@@ -100,6 +101,9 @@ type measure struct {
 	trace *os.File
 	mem   *memSampler
 	done  bool
+	// memProfile is where the allocation profile goes (it includes the run's setup, which
+	// allocates little next to the run).
+	memProfile string
 }
 
 func startMeasure(spec runSpec, storePath string) (*measure, error) {
@@ -129,6 +133,7 @@ func startMeasure(spec runSpec, storePath string) (*measure, error) {
 	if spec.SampleMem {
 		m.mem = startMemSampler(250*time.Millisecond, storePath)
 	}
+	m.memProfile = spec.MemProfile
 	runtime.ReadMemStats(&m.ms0)
 	m.cpu0 = cpuTime()
 	m.start = time.Now()
@@ -158,6 +163,12 @@ func (m *measure) stop(res *runResult) {
 	if m.trace != nil {
 		trace.Stop()
 		m.trace.Close()
+	}
+	if m.memProfile != "" {
+		if f, err := os.Create(m.memProfile); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
 	}
 }
 
