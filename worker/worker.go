@@ -143,7 +143,7 @@ type Worker struct {
 	types    []string
 	paused   atomic.Bool
 	unsynced unsynced // final records on their way to disk (dispatch.go)
-	observed // observer, heartbeat, last successful poll: observe.go
+	observed          // observer, heartbeat, last successful poll: observe.go
 }
 
 // New wires a worker.
