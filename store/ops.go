@@ -82,17 +82,21 @@ func derivedCurrent(tx *bolt.Tx) bool {
 
 // head is the part of a record the counters, indexes and pruning need.
 type head struct {
-	Kind      string    `json:"kind"`
-	State     State     `json:"state"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Kind      string
+	State     State
+	UpdatedAt time.Time
 }
 
 func decodeHead(key, v []byte) (head, error) {
-	var h head
-	if err := json.Unmarshal(v, &h); err != nil {
-		return h, fmt.Errorf("decode delivery %s: %w", key, err)
+	var h struct {
+		Kind      string `json:"kind"`
+		State     State  `json:"state"`
+		UpdatedAt msTime `json:"updated_at"`
 	}
-	return h, nil
+	if err := json.Unmarshal(v, &h); err != nil {
+		return head{}, fmt.Errorf("decode delivery %s: %w", key, err)
+	}
+	return head{Kind: h.Kind, State: h.State, UpdatedAt: h.UpdatedAt.Time}, nil
 }
 
 func countKey(kind string, state State) []byte {
@@ -121,7 +125,7 @@ type derived struct {
 // scanDerived computes the counters and the problem index from the records.
 func scanDerived(tx *bolt.Tx) (derived, error) {
 	d := derived{counts: map[string]map[State]int{}}
-	err := tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
+	err := forEachRecord(tx, func(k, v []byte) error {
 		h, err := decodeHead(k, v)
 		if err != nil {
 			return err
@@ -165,10 +169,10 @@ func rebuildDerived(tx *bolt.Tx) error {
 			return err
 		}
 	}
-	all, retry := tx.Bucket(bucketDeliveries), tx.Bucket(bucketRetry)
+	retry := tx.Bucket(bucketRetry)
 	var stale [][]byte
 	err = retry.ForEach(func(k, _ []byte) error {
-		v := all.Get(k)
+		v := getRecord(tx, k)
 		if v == nil {
 			stale = append(stale, bytes.Clone(k))
 			return nil
@@ -249,9 +253,8 @@ func (s *Store) Problems() ([]Delivery, error) {
 		if err != nil {
 			return err
 		}
-		all := tx.Bucket(bucketDeliveries)
 		for _, k := range keys {
-			d, err := decodeDelivery(k, all.Get(k))
+			d, err := decodeDelivery(k, getRecord(tx, k))
 			if err != nil {
 				return err
 			}
@@ -335,13 +338,12 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]Delivery, error) {
 		out = out[:0]
 		refused := map[string]string{}
 		seen := map[string]bool{}
-		all := tx.Bucket(bucketDeliveries)
 		for _, id := range ids {
 			if seen[id] {
 				continue
 			}
 			seen[id] = true
-			v := all.Get([]byte(id))
+			v := getRecord(tx, []byte(id))
 			if v == nil {
 				refused[id] = "no delivery record with this event id"
 				continue
@@ -386,9 +388,8 @@ func (s *Store) RequestRetryAll(now time.Time) (queued, notRetryable []Delivery,
 		if err != nil {
 			return err
 		}
-		all := tx.Bucket(bucketDeliveries)
 		for _, k := range keys {
-			d, err := decodeDelivery(k, all.Get(k))
+			d, err := decodeDelivery(k, getRecord(tx, k))
 			if err != nil {
 				return err
 			}

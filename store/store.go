@@ -80,7 +80,7 @@ var ErrLocked = errors.New("store is locked by another process")
 var (
 	bucketMeta       = []byte("meta")
 	bucketDeliveries = []byte("deliveries")
-	// bucketSending indexes records in state Sending so startup recovery need not scan them all.
+	// bucketSending holds the records in state Sending (record.go).
 	bucketSending = []byte("sending")
 
 	keyCursor      = []byte("cursor")
@@ -90,11 +90,23 @@ var (
 	keySchema      = []byte("schema")
 )
 
-const schemaVersion = "1"
+// schemaVersion is what this build writes; it reads schema 1 too (record.go).
+const schemaVersion = "2"
 
 // appendFillPercent is how full bbolt leaves a page it splits in the deliveries bucket: nearly
 // full, with a little room for a record that grows when its send is recorded.
 const appendFillPercent = 0.95
+
+// pageSize is the bbolt page size of a new store (an existing file keeps its own). Records are
+// appended to the right edge of the deliveries tree one commit at a time, and bbolt splits a
+// leaf that overflows by a record or two into a full page and a page of the last few records:
+// with 4 KiB pages (12 records) that leaves pages 10 records full on average, with 16 KiB pages
+// (about 55 records) 52.
+const pageSize = 16 << 10
+
+// allocSize is how far ahead of its data bbolt grows the file: bbolt's default of 16 MiB would
+// be half again the size of a store of 100,000 records.
+const allocSize = 4 << 20
 
 // Options tunes Open.
 type Options struct {
@@ -151,10 +163,11 @@ func Open(path string, opts Options) (s *Store, err error) {
 			s, err = nil, fmt.Errorf("open store %s: %w (%v); %s", path, ErrDamaged, r, damagedHint)
 		}
 	}()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, ReadOnly: opts.ReadOnly, PageSize: pageSize})
 	if err != nil {
 		return nil, openError(path, err)
 	}
+	db.AllocSize = allocSize
 	s = &Store{db: db, path: path}
 	if exists {
 		if err := s.verify(); err != nil {
@@ -179,9 +192,14 @@ func Open(path string, opts Options) (s *Store, err error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v == nil {
+		switch string(meta.Get(keySchema)) {
+		case "":
 			if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
 				return err
+			}
+		case "1":
+			if err := migrateSchema1(tx); err != nil {
+				return fmt.Errorf("move to schema %s: %w", schemaVersion, err)
 			}
 		}
 		if !derivedCurrent(tx) {
@@ -240,7 +258,8 @@ func (s *Store) verify() error {
 		}()
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return b.ForEach(func(k, v []byte) error {
-				if bytes.Equal(name, bucketDeliveries) && !json.Valid(v) {
+				isRecord := bytes.Equal(name, bucketDeliveries) || bytes.Equal(name, bucketSending) && len(v) > 0
+				if isRecord && !json.Valid(v) {
 					return fmt.Errorf("delivery record %q is not valid JSON", string(k[:min(len(k), 80)]))
 				}
 				return nil
@@ -259,8 +278,8 @@ func (s *Store) checkSchema() error {
 		if meta == nil || tx.Bucket(bucketDeliveries) == nil {
 			return fmt.Errorf("store %s is not a workos-emailer store (missing buckets)", s.path)
 		}
-		if v := string(meta.Get(keySchema)); v != schemaVersion {
-			return fmt.Errorf("store %s has schema %q, this build reads %q", s.path, v, schemaVersion)
+		if v := string(meta.Get(keySchema)); v != schemaVersion && v != "1" {
+			return fmt.Errorf("store %s has schema %q, this build reads %q and \"1\"; was it written by a newer version?", s.path, v, schemaVersion)
 		}
 		return nil
 	})
@@ -363,13 +382,14 @@ func putCursor(meta *bolt.Bucket, eventID string, now time.Time) error {
 func (s *Store) Delivery(eventID string) (Delivery, bool, error) {
 	var d Delivery
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketDeliveries).Get([]byte(eventID))
+	err := s.db.View(func(tx *bolt.Tx) (err error) {
+		v := getRecord(tx, []byte(eventID))
 		if v == nil {
 			return nil
 		}
 		found = true
-		return json.Unmarshal(v, &d)
+		d, err = decodeDelivery([]byte(eventID), v)
+		return err
 	})
 	if err != nil {
 		return Delivery{}, false, fmt.Errorf("read delivery %s: %w", eventID, err)
@@ -383,20 +403,20 @@ func (s *Store) Save(d Delivery, cursor string, now time.Time) error {
 	return s.SaveAsync(d, cursor, now)()
 }
 
-// putDelivery writes d and keeps what is derived from the records in step within the same
-// transaction: the sending index, the per kind x state counters, the index of dead and
-// ambiguous records, and the operator's retry queue, which a final record leaves.
+// putDelivery writes d where its state keeps it (record.go) and keeps what is derived from the
+// records in step within the same transaction: the per kind x state counters, the index of dead
+// and ambiguous records, and the operator's retry queue, which a final record leaves.
 func putDelivery(tx *bolt.Tx, d Delivery) error {
-	v, err := json.Marshal(d)
+	v, err := encodeDelivery(d)
 	if err != nil {
 		return err
 	}
 	key := []byte(d.EventID)
-	all := tx.Bucket(bucketDeliveries)
+	all, sending := tx.Bucket(bucketDeliveries), tx.Bucket(bucketSending)
 	// Event ids grow with time, so records are appended at the right edge of the tree. bbolt
 	// splits pages half full by default, which for appends leaves the file twice its data.
 	all.FillPercent = appendFillPercent
-	if old := all.Get(key); old != nil {
+	if old := getRecord(tx, key); old != nil {
 		h, err := decodeHead(key, old)
 		if err != nil {
 			return err
@@ -405,7 +425,14 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 			return err
 		}
 	}
-	if err := all.Put(key, v); err != nil {
+	into, from := all, sending
+	if d.State == Sending {
+		into, from = sending, all
+	}
+	if err := into.Put(key, v); err != nil {
+		return err
+	}
+	if err := from.Delete(key); err != nil {
 		return err
 	}
 	if err := addCount(tx, d.Kind, d.State, 1); err != nil {
@@ -415,11 +442,9 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 		return err
 	}
 	if d.State.Final() {
-		if err := tx.Bucket(bucketRetry).Delete(key); err != nil {
-			return err
-		}
+		return tx.Bucket(bucketRetry).Delete(key)
 	}
-	return setIndex(tx.Bucket(bucketSending), key, d.State == Sending)
+	return nil
 }
 
 func setIndex(b *bolt.Bucket, key []byte, in bool) error {
@@ -433,9 +458,8 @@ func setIndex(b *bolt.Bucket, key []byte, in bool) error {
 func (s *Store) Interrupted() ([]Delivery, error) {
 	var out []Delivery
 	err := s.db.View(func(tx *bolt.Tx) error {
-		all := tx.Bucket(bucketDeliveries)
 		return tx.Bucket(bucketSending).ForEach(func(k, _ []byte) error {
-			d, err := decodeDelivery(k, all.Get(k))
+			d, err := decodeDelivery(k, getRecord(tx, k))
 			if err != nil {
 				return err
 			}
@@ -449,19 +473,10 @@ func (s *Store) Interrupted() ([]Delivery, error) {
 	return out, nil
 }
 
-// decodeDelivery reads a stored record.
-func decodeDelivery(key, v []byte) (Delivery, error) {
-	var d Delivery
-	if err := json.Unmarshal(v, &d); err != nil {
-		return Delivery{}, fmt.Errorf("decode delivery %s: %w", key, err)
-	}
-	return d, nil
-}
-
 // ForEach calls fn for every delivery record in event-id order.
 func (s *Store) ForEach(fn func(Delivery) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
+		return forEachRecord(tx, func(k, v []byte) error {
 			d, err := decodeDelivery(k, v)
 			if err != nil {
 				return err

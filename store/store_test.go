@@ -94,7 +94,7 @@ func scribble(b []byte, from, to int) []byte {
 // fresh store, which would forget what was sent. Open must not write to it either.
 func TestDamagedFileIsAnErrorNotAFreshStart(t *testing.T) {
 	good := filledStore(t)
-	page := os.Getpagesize()
+	page := pageSize // a new store's
 	cases := map[string][]byte{
 		"not a bbolt file":    []byte("this is not a bbolt file, but it is long enough to look like one........"),
 		"empty":               {},
