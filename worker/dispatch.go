@@ -116,9 +116,9 @@ func (w *Worker) record(eventID string) (store.Delivery, bool, error) {
 }
 
 // orderKeys are the queues an event waits in: its recipient's and its id's.
-func orderKeys(ev Event) []string {
+func orderKeys(ev *Event) []string {
 	keys := []string{"id:" + ev.ID}
-	if ref, err := parseEventData(ev.Data); err == nil && ref.Email != "" {
+	if ref, err := ev.parsed(); err == nil && ref.Email != "" {
 		keys = append(keys, "to:"+strings.ToLower(ref.Email))
 	}
 	return keys
@@ -259,7 +259,8 @@ func (d *dispatcher) add(f fetched) {
 		return
 	}
 	for _, ev := range f.events {
-		e := &entry{ev: ev, keys: orderKeys(ev)}
+		e := &entry{ev: ev}
+		e.keys = orderKeys(&e.ev)
 		d.window = append(d.window, e)
 		d.enqueue(e)
 	}

@@ -101,7 +101,7 @@ func FuzzParseEventData(f *testing.F) {
 		if strings.ContainsAny(ref.ID, "/?#%.\\ \r\n") || !validObjectID.MatchString(ref.ID) {
 			t.Fatalf("accepted id %q", ref.ID)
 		}
-		_ = orderKeys(Event{ID: "event_1", Data: data})
+		_ = orderKeys(&Event{ID: "event_1", Data: data})
 	})
 }
 

@@ -451,7 +451,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	case w.opts.MaxEventAge > 0 && now.Sub(ev.CreatedAt) > w.opts.MaxEventAge:
 		return finalAs(rec, store.Skipped, ReasonTooOld, "event is older than delivery.max_event_age"), nil
 	}
-	ref, err := parseEventData(ev.Data)
+	ref, err := ev.parsed()
 	if err != nil {
 		return finalAs(rec, store.Dead, ReasonInvalidEvent, err.Error()), nil
 	}

@@ -26,6 +26,23 @@ type Event struct {
 	Type      string
 	CreatedAt time.Time
 	Data      json.RawMessage
+	// ref caches what ref() parsed of Data: the dispatcher reads the recipient, the delivery
+	// the rest.
+	ref *parsedRef
+}
+
+type parsedRef struct {
+	ref eventRef
+	err error
+}
+
+// parsed returns parseEventData(e.Data), parsing it once.
+func (e *Event) parsed() (eventRef, error) {
+	if e.ref == nil {
+		ref, err := parseEventData(e.Data)
+		e.ref = &parsedRef{ref, err}
+	}
+	return e.ref.ref, e.ref.err
 }
 
 // ListRequest asks for the page after After, or from Since when After is empty.

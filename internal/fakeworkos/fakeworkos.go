@@ -28,6 +28,9 @@ type Server struct {
 	seq      int
 	events   []event
 	objects  map[string]map[string]any // id -> full object, secrets included
+	// encoded caches objects' JSON, so a load test measures its client rather than the fake;
+	// Update forgets an object's entry.
+	encoded  map[string][]byte
 	requests map[string]int
 	httpSrv  *httptest.Server
 }
@@ -37,6 +40,7 @@ type event struct {
 	Type      string
 	CreatedAt time.Time
 	Data      json.RawMessage
+	encoded   json.RawMessage // the event as listed
 }
 
 // Secret fields the Get endpoints return and events leave out.
@@ -44,7 +48,7 @@ var secretFields = []string{"token", "accept_invitation_url", "code", "password_
 
 // New returns an empty fake that accepts apiKey.
 func New(apiKey string) *Server {
-	return &Server{APIKey: apiKey, Now: time.Now, objects: map[string]map[string]any{}, requests: map[string]int{}}
+	return &Server{APIKey: apiKey, Now: time.Now, objects: map[string]map[string]any{}, encoded: map[string][]byte{}, requests: map[string]int{}}
 }
 
 // Start serves on a loopback port; Close stops it.
@@ -171,7 +175,9 @@ func (s *Server) AddRawEvent(typ string, data json.RawMessage) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	id := s.id("event")
-	s.events = append(s.events, event{ID: id, Type: typ, CreatedAt: s.Now(), Data: data})
+	e := event{ID: id, Type: typ, CreatedAt: s.Now(), Data: data}
+	e.encoded = eventJSON(e)
+	s.events = append(s.events, e)
 	return id
 }
 
@@ -180,6 +186,7 @@ func (s *Server) AddRawEvent(typ string, data json.RawMessage) string {
 func (s *Server) Update(objectID string, fields map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.encoded, objectID)
 	if fields == nil {
 		delete(s.objects, objectID)
 		return
@@ -225,7 +232,9 @@ func (s *Server) addEvent(typ, objectID string, now time.Time) string {
 	}
 	data, _ := json.Marshal(snapshot)
 	id := s.id("event")
-	s.events = append(s.events, event{ID: id, Type: typ, CreatedAt: now, Data: data})
+	e := event{ID: id, Type: typ, CreatedAt: now, Data: data}
+	e.encoded = eventJSON(e)
+	s.events = append(s.events, e)
 	return id
 }
 
@@ -279,7 +288,10 @@ func (s *Server) get(w http.ResponseWriter, object, id string) {
 	obj, ok := s.objects[id]
 	var body []byte
 	if ok && obj["object"] == object {
-		body, _ = json.Marshal(obj)
+		if body = s.encoded[id]; body == nil {
+			body, _ = json.Marshal(obj)
+			s.encoded[id] = body
+		}
 	}
 	s.mu.Unlock()
 	if body == nil {
@@ -359,7 +371,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		if len(types) > 0 && !types[e.Type] || e.CreatedAt.Before(since) {
 			continue
 		}
-		data = append(data, s.eventJSON(e))
+		data = append(data, e.encoded)
 	}
 	var after any
 	if len(data) == limit {
@@ -371,7 +383,7 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-func (s *Server) eventJSON(e event) json.RawMessage {
+func eventJSON(e event) json.RawMessage {
 	b, _ := json.Marshal(map[string]any{
 		"object": "event", "id": e.ID, "event": e.Type, "data": e.Data,
 		"created_at": ts(e.CreatedAt), "context": map[string]any{},
