@@ -24,10 +24,10 @@ type Server struct {
 	// Now is the clock used for created_at; defaults to time.Now.
 	Now func() time.Time
 
-	mu       sync.Mutex
-	seq      int
-	events   []event
-	objects  map[string]map[string]any // id -> full object, secrets included
+	mu      sync.Mutex
+	seq     int
+	events  []event
+	objects map[string]map[string]any // id -> full object, secrets included
 	// encoded caches objects' JSON, so a load test measures its client rather than the fake;
 	// Update forgets an object's entry.
 	encoded  map[string][]byte
