@@ -7,6 +7,7 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"strings"
+	"sync"
 	texttemplate "text/template"
 	"time"
 	"unicode"
@@ -159,14 +160,17 @@ func (t *Templates) Render(data Data) (Rendered, error) {
 	data.OrganizationName = oneLineName(data.OrganizationName)
 	data.InviterName = oneLineName(data.InviterName)
 	data.InviterEmail = oneLineName(data.InviterEmail)
-	var subject, html, text bytes.Buffer
-	if err := kt.subject.Execute(&subject, data); err != nil {
+	subject, html, text := getBuffer(), getBuffer(), getBuffer()
+	defer putBuffer(subject)
+	defer putBuffer(html)
+	defer putBuffer(text)
+	if err := kt.subject.Execute(subject, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s subject: %w", data.Kind, err)
 	}
-	if err := kt.html.Execute(&html, data); err != nil {
+	if err := kt.html.Execute(html, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s HTML: %w", data.Kind, err)
 	}
-	if err := kt.text.Execute(&text, data); err != nil {
+	if err := kt.text.Execute(text, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s text: %w", data.Kind, err)
 	}
 	return Rendered{
@@ -174,6 +178,22 @@ func (t *Templates) Render(data Data) (Rendered, error) {
 		HTML:    html.String(),
 		Text:    text.String(),
 	}, nil
+}
+
+// buffers are reused across renders: a rendered email is a few KiB, and growing a fresh buffer
+// to that size for each of its three parts was a good part of the render's cost.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+// putBuffer wipes b, which held a code or link, and returns it to the pool.
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > 1<<20 { // an outlier; let it go
+		return
+	}
+	clear(b.Bytes())
+	b.Reset()
+	buffers.Put(b)
 }
 
 // oneLine folds whitespace, CR and LF included, so a subject can never carry a header break.
