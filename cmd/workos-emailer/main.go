@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/workos-emailer/workos-emailer/internal/gctune"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
@@ -192,6 +193,7 @@ func shutdownContext(parent context.Context, log *zap.Logger) (context.Context, 
 
 // runDaemon opens the store, builds the pipeline and runs it until ctx ends.
 func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
+	gcPercent := gctune.Apply()
 	st, err := store.Open(cfg.Store.Path, store.Options{})
 	if err != nil {
 		return err
@@ -233,7 +235,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	}
 	defer obs.shutdown() // after the worker drains, before the store closes
 	log.Info("workos-emailer started", zap.String("version", version), zap.String("store", st.Path()),
-		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")))
+		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")), zap.Int("gogc", gcPercent))
 	if err := w.Run(ctx); err != nil {
 		return fmt.Errorf("delivery pipeline stopped: %w", err)
 	}
