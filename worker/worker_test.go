@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -637,7 +639,29 @@ func TestWorkOSConnectionsAreReused(t *testing.T) {
 	h := newHarness(t)
 	h.opts.Concurrency = 8
 	var conns atomic.Int32
-	srv := httptest.NewUnstartedServer(h.wos)
+	// workos-go decodes one JSON value and closes the body: whatever follows it (a newline, the
+	// end of a chunked answer) is left unread if it has not arrived yet, and net/http closes a
+	// connection whose body was not read to its end. Here the end of each page comes late: after
+	// the client hung up, or 20 ms.
+	lateEndOfPages := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/events" {
+			h.wos.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.wos.ServeHTTP(rec, r)
+		maps.Copy(w.Header(), rec.Header())
+		w.Header().Set("Content-Length", strconv.Itoa(rec.Body.Len()+1))
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		_, _ = w.Write([]byte("\n"))
+	})
+	srv := httptest.NewUnstartedServer(lateEndOfPages)
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -646,14 +670,59 @@ func TestWorkOSConnectionsAreReused(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	h.wosURL = srv.URL
-	for i := range 200 {
+	h.opts.PageSize = 20
+	const events = 300
+	for i := range events {
 		h.wos.AddCode("magic_auth", fmt.Sprintf("u%d@example.com", i), "user_01", time.Now().Add(time.Hour))
 	}
 	h.run()
-	if len(h.ses.Messages()) != 200 {
+	if len(h.ses.Messages()) != events {
 		t.Fatalf("%d sent", len(h.ses.Messages()))
 	}
 	if n := conns.Load(); n > int32(h.opts.Concurrency)+2 {
-		t.Errorf("%d connections to WorkOS for 200 events at concurrency %d; want them reused", n, h.opts.Concurrency)
+		t.Errorf("%d connections to WorkOS for %d events at concurrency %d; want them reused", n, events, h.opts.Concurrency)
+	}
+}
+
+// Invitations show their organization's and inviter's names: a batch of invitations to one
+// organization reads each once, not once per email, and a name is read again after nameTTL.
+func TestInvitationNamesAreReadOncePerBatch(t *testing.T) {
+	h := newHarness(t)
+	org := h.wos.AddOrganization("Globex")
+	inviter := h.wos.AddUser("Hank", "Scorpio", "hank@globex.example")
+	for i := range 5 {
+		h.wos.AddInvitation(fakeworkos.Invitation{Email: fmt.Sprintf("i%d@example.com", i), ExpiresAt: time.Now().Add(time.Hour),
+			OrganizationID: org, InviterUserID: inviter})
+	}
+	h.run()
+	if n := len(h.ses.Messages()); n != 5 {
+		t.Fatalf("%d sent, want 5", n)
+	}
+	for _, m := range h.ses.Messages() {
+		if !strings.Contains(m.Text, "Globex") || !strings.Contains(m.Text, "Hank Scorpio") {
+			t.Errorf("an invitation lacks the names:\n%s", m.Text)
+		}
+	}
+	if o, u := h.wos.Requests("/organizations/"), h.wos.Requests("/user_management/users/"); o != 1 || u != 1 {
+		t.Errorf("%d organization and %d user reads for 5 invitations, want 1 each", o, u)
+	}
+}
+
+func TestNameCacheExpires(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	c := newNameCache(time.Minute, func() time.Time { return now })
+	c.put("org_1", Person{Name: "Globex"})
+	if p, ok := c.get("org_1"); !ok || p.Name != "Globex" {
+		t.Fatalf("fresh entry: %v %v", p, ok)
+	}
+	now = now.Add(time.Minute)
+	if _, ok := c.get("org_1"); ok {
+		t.Error("an entry a TTL old is still served")
+	}
+	for i := range nameCacheSize + 1 {
+		c.put(fmt.Sprint("user_", i), Person{})
+	}
+	if n := len(c.entries); n > nameCacheSize {
+		t.Errorf("%d entries, want at most %d", n, nameCacheSize)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/mailer"
@@ -18,6 +19,7 @@ import (
 	"github.com/workos/workos-go/v4/pkg/organizations"
 	"github.com/workos/workos-go/v4/pkg/usermanagement"
 	"github.com/workos/workos-go/v4/pkg/workos_errors"
+	"golang.org/x/sync/singleflight"
 )
 
 // Event is a WorkOS event as the worker needs it.
@@ -131,6 +133,10 @@ type WorkOSClient struct {
 	events *events.Client
 	um     *usermanagement.Client
 	orgs   *organizations.Client
+	// names caches organization and inviter names, which every invitation email shows: a
+	// batch of invitations to one organization would otherwise read the same two objects for
+	// each, against WorkOS's user-management read limit (1,000 per 10 s).
+	names *nameCache
 }
 
 // NewWorkOSClient builds the SDK clients. workos-go drops response headers, so the HTTP
@@ -148,6 +154,7 @@ func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClien
 		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: &http.Client{Timeout: timeout, Transport: oldestFirst{hc.Transport}}},
 		um:     um,
 		orgs:   &organizations.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
+		names:  newNameCache(nameTTL, time.Now),
 	}
 }
 
@@ -353,21 +360,87 @@ func withExpiry(r Resolved, expiresAt string) (Resolved, error) {
 
 // OrganizationName returns the organization's display name.
 func (c *WorkOSClient) OrganizationName(ctx context.Context, id string) (string, error) {
-	org, err := call(ctx, "get organization", func(ctx context.Context) (organizations.Organization, error) {
-		return c.orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: id})
+	p, err := c.names.read(id, func() (Person, error) {
+		org, err := call(ctx, "get organization", func(ctx context.Context) (organizations.Organization, error) {
+			return c.orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: id})
+		})
+		return Person{Name: org.Name}, err
 	})
-	return org.Name, err
+	return p.Name, err
 }
 
 // User returns a user's name and email.
 func (c *WorkOSClient) User(ctx context.Context, id string) (Person, error) {
-	u, err := call(ctx, "get user", func(ctx context.Context) (usermanagement.User, error) {
-		return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
+	return c.names.read(id, func() (Person, error) {
+		u, err := call(ctx, "get user", func(ctx context.Context) (usermanagement.User, error) {
+			return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
+		})
+		if err != nil {
+			return Person{}, err
+		}
+		return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email}, nil
 	})
-	if err != nil {
-		return Person{}, err
+}
+
+// nameTTL bounds how long a renamed organization or user may still show its old name.
+const nameTTL = time.Minute
+
+// nameCacheSize bounds the cache; when full it starts over, which costs a few reads again.
+const nameCacheSize = 1024
+
+// nameCache holds names by WorkOS id (organization and user ids never collide: their prefixes
+// differ) for ttl. Only answers are cached, never failures. Concurrent misses of one id share
+// one read.
+type nameCache struct {
+	ttl      time.Duration
+	now      func() time.Time
+	inflight singleflight.Group
+
+	mu      sync.Mutex
+	entries map[string]cachedName
+}
+
+// read returns id's cached name, or fetch's answer, cached.
+func (c *nameCache) read(id string, fetch func() (Person, error)) (Person, error) {
+	if p, ok := c.get(id); ok {
+		return p, nil
 	}
-	return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email}, nil
+	v, err, _ := c.inflight.Do(id, func() (any, error) {
+		p, err := fetch()
+		if err == nil {
+			c.put(id, p)
+		}
+		return p, err
+	})
+	return v.(Person), err
+}
+
+type cachedName struct {
+	p  Person
+	at time.Time
+}
+
+func newNameCache(ttl time.Duration, now func() time.Time) *nameCache {
+	return &nameCache{ttl: ttl, now: now, entries: map[string]cachedName{}}
+}
+
+func (c *nameCache) get(id string) (Person, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	if !ok || c.now().Sub(e.at) >= c.ttl {
+		return Person{}, false
+	}
+	return e.p, true
+}
+
+func (c *nameCache) put(id string, p Person) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= nameCacheSize {
+		clear(c.entries)
+	}
+	c.entries[id] = cachedName{p: p, at: c.now()}
 }
 
 // validObjectID guards the SDK, which pastes IDs into URL paths unescaped.
