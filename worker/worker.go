@@ -105,7 +105,7 @@ func (o *Options) setDefaults() {
 		o.PollInterval = time.Second
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = 16
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 10

@@ -109,7 +109,7 @@ func TestConfigDefaultsEnvAndDays(t *testing.T) {
 	if cfg.WorkOS.APIKey != "sk_from_env" || cfg.Store.Retention != 60*24*time.Hour ||
 		cfg.Mailer.SES.Endpoint != "http://127.0.0.1:4566" || cfg.Delivery.MaxEventAge != 36*time.Hour ||
 		strings.Join(cfg.Events.Enabled, ",") != "magic_auth,invitation" || cfg.WorkOS.PollInterval != time.Second ||
-		cfg.Delivery.OnAmbiguous != "hold" || cfg.Store.Path != "./workos-emailer.db" {
+		cfg.Delivery.OnAmbiguous != "hold" || cfg.Store.Path != "./workos-emailer.db" || cfg.Delivery.Concurrency != 16 {
 		t.Errorf("config %+v", cfg)
 	}
 	t.Setenv("STATE_DIRECTORY", "/var/lib/workos-emailer")
@@ -257,6 +257,17 @@ func TestSampleConfigIsValid(t *testing.T) {
 	}
 	if err := cfg.requireAPIKey(); err != nil {
 		t.Fatal(err)
+	}
+	// The sample says what the defaults are.
+	isolate(t)
+	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@example.com")
+	defaults, err := loadConfig("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Delivery != defaults.Delivery || cfg.WorkOS.PageSize != defaults.WorkOS.PageSize ||
+		cfg.WorkOS.PollInterval != defaults.WorkOS.PollInterval {
+		t.Errorf("the sample's delivery %+v and polling differ from the defaults %+v", cfg.Delivery, defaults.Delivery)
 	}
 }
 

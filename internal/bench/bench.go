@@ -148,7 +148,7 @@ func Run(cfg Config) (*Report, error) {
 		cfg.NaiveMax = time.Minute
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 8 // delivery.concurrency's default
+		cfg.Concurrency = 16 // delivery.concurrency's default
 	}
 	if cfg.Count <= 0 {
 		cfg.Count = 1
