@@ -192,8 +192,8 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // fetch lists pages for the dispatcher: one each time it asks (want), the next one asked for
 // while the last is still being delivered. Before each list it hands over the operator's queued
-// retries and prunes old records when due. An empty or short page waits poll_interval before
-// the next list; a full one is followed at once. It returns when ctx ends, or after the first
+// retries and prunes old records when due. After an empty or short page the next list starts
+// poll_interval after the last one did; after a full one, at once. It returns when ctx ends, or after the first
 // empty page with StopWhenIdle.
 func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan struct{}, out chan<- fetched) {
 	send := func(f fetched) bool {
@@ -207,6 +207,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 	after := pos.Cursor
 	failures := 0
 	idle := false // the last list returned less than a full page
+	var listed time.Time // when the last list was sent
 	for {
 		select {
 		case <-want:
@@ -214,13 +215,16 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 			return
 		}
 		for {
-			if idle && !w.opts.StopWhenIdle && !w.wait(ctx, w.opts.PollInterval) {
+			// Polls start poll_interval apart, so an event that becomes visible just after one
+			// is listed by the next within poll_interval, however long a list takes.
+			if idle && !w.opts.StopWhenIdle && !w.wait(ctx, w.opts.PollInterval-time.Since(listed)) {
 				return
 			}
 			if !w.handOverRetries(ctx, send) {
 				return
 			}
 			w.maybePrune()
+			listed = time.Now()
 			page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
 			if err != nil {
 				if ctx.Err() != nil {

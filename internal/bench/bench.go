@@ -360,7 +360,7 @@ wait:
 		Sent: st.Unique, Duplicates: st.Duplicates + st.Unknown, Elapsed: res.Elapsed,
 		P50ms: st.P50ms, P99ms: st.P99ms, PeakRSS: res.PeakRSS, StoreBytes: res.StoreBytes,
 		Mallocs: res.Mallocs, AllocBytes: res.AllocBytes, Limit: sc.RateLimit,
-		WorkOSLatency: sc.WorkOSLatency, SESLatency: sc.SESLatency, Concurrency: cfg.Concurrency, PageSize: cfg.PageSize,
+		WorkOSLatency: sc.WorkOSLatency, SESLatency: sc.SESLatency, PollInterval: sc.PollInterval, Concurrency: cfg.Concurrency, PageSize: cfg.PageSize,
 		Load1: load, Mem: res.Mem, Store: res.Store, WorkOSConns: h.wosConns.Load(), SESConns: h.sesConns.Load(),
 	}
 	if res.Elapsed > 0 {
