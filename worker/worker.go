@@ -206,7 +206,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 	}
 	after := pos.Cursor
 	failures := 0
-	idle := false // the last list returned less than a full page
+	idle := false        // the last list returned less than a full page
 	var listed time.Time // when the last list was sent
 	for {
 		select {
