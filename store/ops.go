@@ -554,7 +554,7 @@ func deleteDelivery(tx *bolt.Tx, key []byte, h head) error {
 	if err := addCount(tx, h.Kind, h.State, -1); err != nil {
 		return err
 	}
-	for _, b := range [][]byte{bucketProblems, bucketSending, bucketRetry} {
+	for _, b := range [][]byte{bucketProblems, bucketRetry} {
 		if err := tx.Bucket(b).Delete(key); err != nil {
 			return err
 		}

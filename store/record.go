@@ -36,6 +36,7 @@ type storedDelivery struct {
 	MessageID      string `json:"message_id,omitempty"`
 	ObjectID       string `json:"object_id,omitempty"`
 	MaybeDuplicate bool   `json:"maybe_duplicate,omitempty"`
+	OnceKey        string `json:"once_key,omitempty"`
 	EventCreatedAt msTime `json:"event_created_at"`
 	FirstSeenAt    msTime `json:"first_seen_at"`
 	UpdatedAt      msTime `json:"updated_at"`
@@ -71,7 +72,7 @@ func (t *msTime) UnmarshalJSON(b []byte) error {
 func encodeDelivery(d Delivery) ([]byte, error) {
 	return json.Marshal(storedDelivery{
 		Kind: d.Kind, State: d.State, Attempts: d.Attempts, Reason: d.Reason, MessageID: d.MessageID,
-		ObjectID: d.ObjectID, MaybeDuplicate: d.MaybeDuplicate, EventCreatedAt: msTime{d.EventCreatedAt},
+		ObjectID: d.ObjectID, MaybeDuplicate: d.MaybeDuplicate, OnceKey: d.OnceKey, EventCreatedAt: msTime{d.EventCreatedAt},
 		FirstSeenAt: msTime{d.FirstSeenAt}, UpdatedAt: msTime{d.UpdatedAt},
 	})
 }
@@ -84,7 +85,7 @@ func decodeDelivery(key, v []byte) (Delivery, error) {
 	}
 	return Delivery{
 		EventID: string(key), Kind: s.Kind, State: s.State, Attempts: s.Attempts, Reason: s.Reason,
-		MessageID: s.MessageID, ObjectID: s.ObjectID, MaybeDuplicate: s.MaybeDuplicate,
+		MessageID: s.MessageID, ObjectID: s.ObjectID, MaybeDuplicate: s.MaybeDuplicate, OnceKey: s.OnceKey,
 		EventCreatedAt: s.EventCreatedAt.Time, FirstSeenAt: s.FirstSeenAt.Time, UpdatedAt: s.UpdatedAt.Time,
 	}, nil
 }
@@ -137,7 +138,9 @@ func migrateSchema1(tx *bolt.Tx) error {
 	}
 	for _, k := range keys {
 		v := all.Get(k)
-		if v == nil {
+		if h, err := decodeHead(k, v); v == nil || err != nil || h.State != Sending {
+			// A stale index entry (no record, or one that has moved on): only a record that is
+			// sending belongs in the sending bucket.
 			if err := sending.Delete(k); err != nil {
 				return err
 			}

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -198,5 +200,89 @@ func TestDeliveriesStayDenselyPacked(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A once key is held by the delivery that sends (or may have sent), for good, and let go by one
+// that ends without sending, so another event can take it.
+func TestOnceKeyIsHeldBySendsOnly(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	holder := func() string {
+		t.Helper()
+		h, err := s.OnceHolder("welcome:user_1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	d := Delivery{EventID: "event_1", Kind: "welcome", OnceKey: "welcome:user_1", UpdatedAt: t0}
+	for _, tc := range []struct {
+		id    string
+		state State
+		want  string
+	}{
+		{"event_1", Pending, ""},
+		{"event_1", Sending, "event_1"},
+		{"event_1", Dead, ""}, // rejected: never sent
+		{"event_2", Sending, "event_2"},
+		{"event_1", Sending, "event_2"}, // held by another: unchanged
+		{"event_1", Skipped, "event_2"}, // not its own: unchanged
+		{"event_2", Sent, "event_2"},
+		{"event_2", Ambiguous, "event_2"},
+	} {
+		d.EventID, d.State = tc.id, tc.state
+		save(t, s, d)
+		if got := holder(); got != tc.want {
+			t.Errorf("after %s %s: holder %q, want %q", tc.id, tc.state, got, tc.want)
+		}
+	}
+	// Pruning the records keeps the key: "once" is forever.
+	if n, err := s.Prune(t0.Add(time.Hour), 10); err != nil || n == 0 {
+		t.Fatalf("pruned %d (%v)", n, err)
+	}
+	if got := holder(); got != "event_2" {
+		t.Errorf("after pruning: holder %q, want event_2", got)
+	}
+}
+
+// A store written by a newer build is refused without a write: its counters and indexes may
+// follow rules this build does not know.
+func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	save(t, s, rec("event_1", "magic_auth", Sent, "m1", t0))
+	if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("3")) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	before, _ := os.ReadFile(path)
+	for _, ro := range []bool{false, true} {
+		if _, err := Open(path, Options{ReadOnly: ro}); err == nil || !strings.Contains(err.Error(), `schema "3"`) {
+			t.Errorf("read-only %v: %v, want a schema error", ro, err)
+		}
+	}
+	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {
+		t.Error("opening a newer schema changed the file")
+	}
+}
+
+// Moving schema 1 over puts only sending records in the sending bucket: an index entry whose
+// record moved on is dropped.
+func TestSchema1StaleIndexEntryIsDropped(t *testing.T) {
+	path := schema1Store(t)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSending).Put([]byte("event_01"), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	s := open(t, path)
+	if d, _, _ := s.Delivery("event_01"); d.State != Sent {
+		t.Errorf("event_01 is %s, want sent", d.State)
+	}
+	if recs, _ := s.Interrupted(); len(recs) != 1 || recs[0].EventID != "event_03" {
+		t.Errorf("interrupted %+v, want only event_03", recs)
 	}
 }

@@ -59,7 +59,11 @@ type Delivery struct {
 	// unknown (on_ambiguous: resend, or an operator's retry of an ambiguous record): the
 	// recipient may have received it twice. On a pending record queued for retry it means the
 	// earlier send's outcome is unknown.
-	MaybeDuplicate bool      `json:"maybe_duplicate,omitempty"`
+	MaybeDuplicate bool `json:"maybe_duplicate,omitempty"`
+	// OnceKey, when set, names something at most one delivery may ever send (the welcome
+	// email's user): a delivery holds it from its `sending` record on, for good once sent or
+	// possibly sent, and lets go of it when it ends without sending. See OnceHolder.
+	OnceKey        string    `json:"once_key,omitempty"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
@@ -82,6 +86,8 @@ var (
 	bucketDeliveries = []byte("deliveries")
 	// bucketSending holds the records in state Sending (record.go).
 	bucketSending = []byte("sending")
+	// bucketOnce maps a Delivery.OnceKey to the event id holding it. It is never pruned.
+	bucketOnce = []byte("once")
 
 	keyCursor      = []byte("cursor")
 	keyCursorSetAt = []byte("cursor_set_at")
@@ -186,7 +192,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
 			return nil // another program's file: checkSchema names the problem, nothing is written
 		}
-		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry} {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -201,6 +207,10 @@ func Open(path string, opts Options) (s *Store, err error) {
 			if err := migrateSchema1(tx); err != nil {
 				return fmt.Errorf("move to schema %s: %w", schemaVersion, err)
 			}
+		case schemaVersion:
+		default:
+			// A newer build's file (a rollback): write nothing that assumes this schema.
+			return s.schemaError(string(meta.Get(keySchema)))
 		}
 		if !derivedCurrent(tx) {
 			if err := rebuildDerived(tx); err != nil {
@@ -279,10 +289,14 @@ func (s *Store) checkSchema() error {
 			return fmt.Errorf("store %s is not a workos-emailer store (missing buckets)", s.path)
 		}
 		if v := string(meta.Get(keySchema)); v != schemaVersion && v != "1" {
-			return fmt.Errorf("store %s has schema %q, this build reads %q and \"1\"; was it written by a newer version?", s.path, v, schemaVersion)
+			return s.schemaError(v)
 		}
 		return nil
 	})
+}
+
+func (s *Store) schemaError(v string) error {
+	return fmt.Errorf("store %s has schema %q, this build reads %q and \"1\"; was it written by a newer version?", s.path, v, schemaVersion)
 }
 
 // Path is the file the store lives in.
@@ -441,10 +455,50 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 	if err := setIndex(tx.Bucket(bucketProblems), key, d.State == Dead || d.State == Ambiguous); err != nil {
 		return err
 	}
+	if err := holdOnce(tx, d); err != nil {
+		return err
+	}
 	if d.State.Final() {
 		return tx.Bucket(bucketRetry).Delete(key)
 	}
 	return nil
+}
+
+// holdOnce takes or releases d's OnceKey: a delivery that sends, or may have sent, holds it
+// for good; one that ends without sending lets go of it. Taking a key another event holds is
+// the caller's mistake (OnceHolder says), and changes nothing.
+func holdOnce(tx *bolt.Tx, d Delivery) error {
+	if d.OnceKey == "" {
+		return nil
+	}
+	once, k, id := tx.Bucket(bucketOnce), []byte(d.OnceKey), []byte(d.EventID)
+	holder := once.Get(k)
+	switch d.State {
+	case Sending, Sent, Ambiguous:
+		if holder == nil {
+			return once.Put(k, id)
+		}
+	case Skipped, Dead:
+		if bytes.Equal(holder, id) {
+			return once.Delete(k)
+		}
+	}
+	return nil
+}
+
+// OnceHolder returns the event id holding key, or "" if none does.
+func (s *Store) OnceHolder(key string) (string, error) {
+	var holder string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(bucketOnce); b != nil {
+			holder = string(b.Get([]byte(key)))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	return holder, nil
 }
 
 func setIndex(b *bolt.Bucket, key []byte, in bool) error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/failpoint"
+	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -25,9 +26,10 @@ import (
 //
 // Order: an event follows every earlier event of the same recipient (two Magic Auth codes to
 // one person arrive in the order they were created) and every earlier occurrence of the same
-// event id (a retry an operator queued, or an event listed twice), because both are queued in
-// per-key FIFOs and an event starts only at the head of all of its queues. All queues share one
-// arrival order, so no two events wait for each other.
+// event id (an event listed twice), because both are queued in per-key FIFOs and an event
+// starts only at the head of all of its queues. All queues share one arrival order, so no two
+// events wait for each other. The retries an operator queued run alone, between the stream's
+// events (their records name no recipient to queue behind).
 //
 // Durability: a final record is queued before any cursor that passes it (the store applies
 // writes in queue order), so a crash never leaves the cursor ahead of an unrecorded event. Until
@@ -115,11 +117,19 @@ func (w *Worker) record(eventID string) (store.Delivery, bool, error) {
 	return w.store.Delivery(eventID)
 }
 
-// orderKeys are the queues an event waits in: its recipient's and its id's.
+// orderKeys are the queues an event waits in: its id's, its recipient's, and for a welcome its
+// user's, so two welcomes of one user never run at once (the second sees the first's claim).
 func orderKeys(ev *Event) []string {
 	keys := []string{"id:" + ev.ID}
-	if ref, err := ev.parsed(); err == nil && ref.Email != "" {
+	ref, err := ev.parsed()
+	if err != nil {
+		return keys
+	}
+	if ref.Email != "" {
 		keys = append(keys, "to:"+strings.ToLower(ref.Email))
+	}
+	if kind := EventKinds[ev.Type]; kind == mailer.KindWelcome {
+		keys = append(keys, "user:"+objectOf(kind, ev.Type, ref))
 	}
 	return keys
 }
@@ -132,6 +142,9 @@ type dispatcher struct {
 	window []*entry // listed events not yet behind the cursor, oldest first
 	queues map[string][]*entry
 	ready  []*entry
+	// retries waits for the pool to run them alone; retrying of them are in flight.
+	retries  []*entry
+	retrying int
 	// inflight counts entries handed to the pool and not yet reported back.
 	inflight int
 
@@ -205,7 +218,7 @@ func (d *dispatcher) loop(window int) {
 		if stopping && d.inflight == 0 {
 			return
 		}
-		if !stopping && d.ended && d.inflight == 0 && len(d.ready) == 0 {
+		if !stopping && d.ended && d.inflight == 0 && len(d.ready) == 0 && len(d.retries) == 0 {
 			// Drained: what remains in the window waits for nothing that can still happen.
 			return
 		}
@@ -214,9 +227,9 @@ func (d *dispatcher) loop(window int) {
 			d.asked = true
 		}
 		var jobs chan *entry
-		var next *entry
-		if !stopping && len(d.ready) > 0 {
-			jobs, next = d.jobs, d.ready[0]
+		next := d.next()
+		if next != nil {
+			jobs = d.jobs
 		}
 		var pages chan fetched
 		if !d.ended {
@@ -224,7 +237,11 @@ func (d *dispatcher) loop(window int) {
 		}
 		select {
 		case jobs <- next:
-			d.ready = d.ready[1:]
+			if next.retry != nil {
+				d.retries, d.retrying = d.retries[1:], d.retrying+1
+			} else {
+				d.ready = d.ready[1:]
+			}
 			d.inflight++
 		case f := <-d.results:
 			d.inflight--
@@ -238,6 +255,24 @@ func (d *dispatcher) loop(window int) {
 			d.fail(errStopped)
 		}
 	}
+}
+
+// next is the entry to hand to the pool next, or nil.
+func (d *dispatcher) next() *entry {
+	switch {
+	case d.err != nil:
+		return nil
+	case len(d.retries) > 0 || d.retrying > 0:
+		// A retry batch runs alone: a record holds no address, so a retry cannot queue behind
+		// the stream's emails to its recipient; it waits until none is in flight.
+		if len(d.retries) > 0 && d.inflight == d.retrying {
+			return d.retries[0]
+		}
+		return nil
+	case len(d.ready) > 0:
+		return d.ready[0]
+	}
+	return nil
 }
 
 // fail stops the pipeline: no new event starts, in-flight ones finish. A real failure outranks
@@ -265,7 +300,7 @@ func (d *dispatcher) add(f fetched) {
 		d.enqueue(e)
 	}
 	for _, id := range f.retries {
-		d.enqueue(&entry{ev: Event{ID: id}, keys: []string{"id:" + id}, retry: f.batch})
+		d.retries = append(d.retries, &entry{ev: Event{ID: id}, retry: f.batch})
 	}
 }
 
@@ -294,8 +329,16 @@ func (d *dispatcher) readyIfFirst(e *entry) {
 // prefix of the window, with the final record in the same write.
 func (d *dispatcher) finish(f finished) {
 	e := f.e
-	e.done, e.rec = true, f.rec
 	d.w.beat()
+	if e.retry != nil {
+		d.retrying--
+	}
+	if f.err != nil {
+		// Not done: the cursor must not pass it, and what waits behind it stays waiting.
+		d.fail(f.err)
+		return
+	}
+	e.done, e.rec = true, f.rec
 	for _, k := range e.keys {
 		q := d.queues[k][1:]
 		if len(q) == 0 {
@@ -304,10 +347,6 @@ func (d *dispatcher) finish(f finished) {
 		}
 		d.queues[k] = q
 		d.readyIfFirst(q[0])
-	}
-	if f.err != nil {
-		d.fail(f.err)
-		return
 	}
 	if e.retry != nil {
 		// retryOne saved what it had to; the batch ends when all of it has.
