@@ -259,3 +259,48 @@ func TestFileWritesMultipartAlternative(t *testing.T) {
 		t.Errorf("file escaped the outbox: %s", id)
 	}
 }
+
+// Headers a person's mail client reads are RFC 2047-encoded where they are not ASCII, and long
+// ones are folded into lines of at most 78 characters.
+func TestFileEncodesAndFoldsHeaders(t *testing.T) {
+	dir := t.TempDir()
+	f := &File{Dir: dir, From: "Müller & Söhne <no-reply@acme.example>", ReplyTo: "Hilfe Ü <help@acme.example>"}
+	subject := "パスワードが変更されました — Robodesk アカウント（grace.hopper@example.com）のお知らせ"
+	id, err := f.Send(context.Background(), Message{To: "a@example.com", Subject: subject, HTML: "<p>x</p>", Text: "x", EventID: "event_01", Kind: "password_changed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, strings.TrimPrefix(id, "file:")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _, _ := strings.Cut(string(raw), "\r\n\r\n")
+	for _, line := range strings.Split(head, "\r\n") {
+		if len(line) > 78 && !strings.HasPrefix(line, "Content-Type:") {
+			t.Errorf("header line of %d characters: %q", len(line), line)
+		}
+		if strings.HasPrefix(line, "Subject:") && strings.TrimSpace(strings.TrimPrefix(line, "Subject:")) == "" {
+			t.Error("the subject starts on a continuation line")
+		}
+		for _, r := range line {
+			if r > 127 {
+				t.Fatalf("non-ASCII in a header: %q", line)
+			}
+		}
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := new(mime.WordDecoder)
+	if got, err := dec.DecodeHeader(msg.Header.Get("Subject")); err != nil || got != subject {
+		t.Errorf("subject %q (%v), want %q", got, err, subject)
+	}
+	from, err := msg.Header.AddressList("From")
+	if err != nil || len(from) != 1 || from[0].Name != "Müller & Söhne" || from[0].Address != "no-reply@acme.example" {
+		t.Errorf("from %v (%v)", from, err)
+	}
+	if rt, err := msg.Header.AddressList("Reply-To"); err != nil || rt[0].Name != "Hilfe Ü" {
+		t.Errorf("reply-to %v (%v)", rt, err)
+	}
+}

@@ -64,6 +64,15 @@ func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("no AWS region: set mailer.ses.region or AWS_REGION")
 	}
+	// SES wants a display name that is not ASCII as an encoded-word.
+	if opts.From, err = HeaderAddress(opts.From); err != nil {
+		return nil, fmt.Errorf("mailer.from: %w", err)
+	}
+	if opts.ReplyTo != "" {
+		if opts.ReplyTo, err = HeaderAddress(opts.ReplyTo); err != nil {
+			return nil, fmt.Errorf("mailer.reply_to: %w", err)
+		}
+	}
 	client := sesv2.NewFromConfig(cfg, func(o *sesv2.Options) {
 		o.Retryer = aws.NopRetryer{}
 		if opts.Endpoint != "" {

@@ -3,14 +3,25 @@ package mailer
 import (
 	"bytes"
 	"embed"
+	"errors"
 	"fmt"
+	"html"
 	htmltemplate "html/template"
 	"io/fs"
+	"math"
+	"os"
+	"path"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	texttemplate "text/template"
 	"time"
 	"unicode"
+
+	"golang.org/x/text/language"
 )
 
 //go:embed templates
@@ -22,10 +33,17 @@ const (
 	KindMagicAuth         = "magic_auth"
 	KindEmailVerification = "email_verification"
 	KindPasswordReset     = "password_reset"
+	// KindWelcome greets a user once their email address is verified, once per user.
+	KindWelcome = "welcome"
+	// KindPasswordChanged tells a user their password was changed, in case it was not them.
+	KindPasswordChanged = "password_changed"
 )
 
 // CoreKinds are the kinds sent by default.
 var CoreKinds = []string{KindInvitation, KindMagicAuth, KindEmailVerification, KindPasswordReset}
+
+// AllKinds are every kind, the optional ones last.
+var AllKinds = append(slices.Clone(CoreKinds), KindWelcome, KindPasswordChanged)
 
 // Brand is the sender's identity shown in every email.
 type Brand struct {
@@ -33,34 +51,91 @@ type Brand struct {
 	LogoURL      string
 	PrimaryColor string
 	SupportEmail string
+	// ButtonColor and ButtonTextColor are derived from PrimaryColor (the text is white or
+	// near-black, whichever reads better on it).
+	ButtonColor     string
+	ButtonTextColor string
 }
 
-// Data is what a template sees. Code and Link are secrets.
+// defaultButtonColor is the button's color without brand.primary_color.
+const defaultButtonColor = "#4f46e5"
+
+var hexColorRE = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)
+
+// resolve fills the derived colors. A primary color that is not a hex color is an error.
+func (b Brand) resolve() (Brand, error) {
+	b.ButtonColor = b.PrimaryColor
+	if b.ButtonColor == "" {
+		b.ButtonColor = defaultButtonColor
+	}
+	if !hexColorRE.MatchString(b.ButtonColor) {
+		return b, fmt.Errorf("brand color %q is not a hex color like #4f46e5", b.ButtonColor)
+	}
+	hex := b.ButtonColor[1:]
+	if len(hex) == 3 {
+		hex = string([]byte{hex[0], hex[0], hex[1], hex[1], hex[2], hex[2]})
+	}
+	b.ButtonColor = "#" + strings.ToLower(hex)
+	v, _ := strconv.ParseUint(hex, 16, 32)
+	lum := relativeLuminance(uint8(v>>16), uint8(v>>8), uint8(v))
+	// White text needs a contrast of 4.5 (WCAG AA) against the button: (1+0.05)/(L+0.05).
+	b.ButtonTextColor = "#ffffff"
+	if 1.05/(lum+0.05) < 4.5 {
+		b.ButtonTextColor = "#111827"
+	}
+	return b, nil
+}
+
+func relativeLuminance(r, g, b uint8) float64 {
+	lin := func(c uint8) float64 {
+		v := float64(c) / 255
+		if v <= 0.03928 {
+			return v / 12.92
+		}
+		return math.Pow((v+0.055)/1.055, 2.4)
+	}
+	return 0.2126*lin(r) + 0.7152*lin(g) + 0.0722*lin(b)
+}
+
+// Data is what a template sees. Code and Link are secrets. Render fills the fields below
+// "Filled by Render".
 type Data struct {
-	Kind  string
-	Brand Brand
+	Kind string
 	// Email is the recipient's address.
 	Email string
 	// Code is the one-time code of magic_auth and email_verification emails.
 	Code string
-	// Link is the accept-invitation or password-reset URL.
-	Link             string
-	ExpiresAt        time.Time
+	// Link is the URL the email's button opens: the accept-invitation or password-reset link,
+	// or for welcome and password_changed the configured links.app_url (may be empty).
+	Link      string
+	ExpiresAt time.Time
+	// OrganizationID picks the organization's templates and locale (invitations).
+	OrganizationID   string
 	OrganizationName string
 	InviterName      string
 	InviterEmail     string
+	// FirstName is the recipient's first name, when known (welcome, password_changed).
+	FirstName string
+	// UserLocale is the locale the recipient's WorkOS user asks for, if any; it wins over the
+	// organization's and the default when a catalog matches it.
+	UserLocale string
+	// EventAt is when the event happened (password_changed: when the password was changed).
+	EventAt time.Time
 	// Now is the render time; expiry phrases are relative to it.
 	Now time.Time
-}
 
-// ExpiresIn phrases the time left, e.g. "10 minutes" or "7 days".
-func (d Data) ExpiresIn() string {
-	return humanDuration(d.ExpiresAt.Sub(d.Now))
-}
-
-// ExpiresOn is the absolute expiry, e.g. "Monday, November 23, 2026 at 21:32 UTC".
-func (d Data) ExpiresOn() string {
-	return d.ExpiresAt.UTC().Format("Monday, January 2, 2006 at 15:04 MST")
+	// Filled by Render.
+	Brand   Brand
+	Locale  string
+	Subject string
+	// Inviter names who sent an invitation: "Ada Lovelace (ada@acme.example)", or whichever
+	// of the two is known.
+	Inviter string
+	// ExpiresIn is the time left in words ("10 minutes", "10 Minuten"), ExpiresOn the expiry
+	// as a date and time, EventOn EventAt likewise, all in the reader's language.
+	ExpiresIn string
+	ExpiresOn string
+	EventOn   string
 }
 
 // Rendered is one email's content.
@@ -70,96 +145,419 @@ type Rendered struct {
 	Text    string
 }
 
+// TemplateOptions configures LoadTemplates. The zero value is the built-in templates in
+// English, times in UTC.
+type TemplateOptions struct {
+	// Dir overrides the built-in templates and messages (templates.dir); "" for none.
+	Dir string
+	// DefaultLocale is the fallback locale (templates.default_locale); "" is en.
+	DefaultLocale string
+	// OrgLocales maps organization ids to locales (templates.org_locales).
+	OrgLocales map[string]string
+	// TimeZone is the zone dates are written in; nil is UTC.
+	TimeZone *time.Location
+	Brand    Brand
+}
+
+// Templates renders emails. It is safe for concurrent use.
+//
+// Lookup. Each of the three parts of an email (subject, HTML, text) and the two layouts is
+// looked up on its own, first in templates.dir as ORG/LOCALE/NAME, ORG/NAME, LOCALE/NAME and
+// NAME, then among the built-in templates as NAME. ORG is the organization's id (e.g.
+// org_01H...), LOCALE the reader's locale (e.g. de, pt-BR); NAME is KIND.subject.txt,
+// KIND.html, KIND.txt, layout.html, layout.txt or blocks.html (the HTML pieces the kinds share:
+// heading, button, code box). The built-in templates are the same for every
+// locale: their words come from the locale's messages.
+type Templates struct {
+	opts      TemplateOptions
+	brand     Brand
+	catalogs  map[string]*catalog
+	supported []string // locales with a catalog: the default first
+	matcher   language.Matcher
+	dir       fs.FS
+	orgs      map[string]bool // organizations with a directory of their own
+	sets      map[setKey]*kindTemplates
+}
+
+type setKey struct{ org, locale, kind string }
+
 type kindTemplates struct {
 	subject *texttemplate.Template
 	html    *htmltemplate.Template
 	text    *texttemplate.Template
+	// files are the templates used, for errors and the preview.
+	files []string
 }
 
-// Templates renders the built-in templates. It is safe for concurrent use.
-type Templates struct {
-	kinds map[string]kindTemplates
+// TemplateError is a template that does not parse or fails on sample data: a configuration
+// error. Its message names the file and line.
+type TemplateError struct{ Err error }
+
+func (e *TemplateError) Error() string { return e.Err.Error() }
+func (e *TemplateError) Unwrap() error { return e.Err }
+
+var orgDirRE = regexp.MustCompile(`^org_[0-9A-Za-z]{1,64}$`)
+
+// templateNames are the file names a template directory may hold, per kind and the layouts.
+func templateNames() map[string]bool {
+	names := map[string]bool{"layout.html": true, "layout.txt": true, "blocks.html": true}
+	for _, k := range AllKinds {
+		for _, ext := range []string{".subject.txt", ".html", ".txt"} {
+			names[k+ext] = true
+		}
+	}
+	return names
 }
 
-// LoadTemplates parses every built-in template, so a broken one fails at start, not at send.
-func LoadTemplates() (*Templates, error) {
-	root, err := fs.Sub(builtinTemplates, "templates")
+// LoadTemplates reads, parses and tries every template and message it could ever use, so a
+// broken one stops the daemon at start (a *TemplateError naming the file and line), never a
+// send.
+func LoadTemplates(opts TemplateOptions) (*Templates, error) {
+	if opts.TimeZone == nil {
+		opts.TimeZone = time.UTC
+	}
+	brand, err := opts.Brand.resolve()
 	if err != nil {
 		return nil, err
 	}
-	t := &Templates{kinds: map[string]kindTemplates{}}
-	for _, kind := range CoreKinds {
-		kt, err := parseKind(root, "en", kind)
+	t := &Templates{opts: opts, brand: brand, orgs: map[string]bool{}, sets: map[setKey]*kindTemplates{}}
+	if opts.Dir != "" {
+		fi, err := os.Stat(opts.Dir)
 		if err != nil {
-			return nil, err
+			return nil, &TemplateError{fmt.Errorf("templates.dir: %w", err)}
 		}
-		t.kinds[kind] = kt
+		if !fi.IsDir() {
+			return nil, &TemplateError{fmt.Errorf("templates.dir: %s is not a directory", opts.Dir)}
+		}
+		t.dir = os.DirFS(opts.Dir)
+	}
+	if t.catalogs, err = loadCatalogs(t.dir, opts.Dir); err != nil {
+		return nil, &TemplateError{err}
+	}
+	def := canonicalLocale(orDefault(opts.DefaultLocale, "en"))
+	if _, ok := t.catalogs[def]; !ok {
+		return nil, &TemplateError{fmt.Errorf("templates.default_locale: no messages for %q (built-in: %s)", def, strings.Join(Locales, ", "))}
+	}
+	t.supported = []string{def}
+	for name := range t.catalogs {
+		if name != def {
+			t.supported = append(t.supported, name)
+		}
+	}
+	sort.Strings(t.supported[1:])
+	tags := make([]language.Tag, len(t.supported))
+	for i, name := range t.supported {
+		tags[i] = t.catalogs[name].tag
+	}
+	t.matcher = language.NewMatcher(tags)
+	for org, loc := range opts.OrgLocales {
+		if _, ok := t.match(loc); !ok {
+			return nil, &TemplateError{fmt.Errorf("templates.org_locales: %s: no messages for locale %q (have %s)", org, loc, strings.Join(t.supported, ", "))}
+		}
+	}
+	if err := t.scanDir(); err != nil {
+		return nil, &TemplateError{err}
+	}
+	if err := t.compileAll(); err != nil {
+		return nil, &TemplateError{err}
 	}
 	return t, nil
 }
 
-func parseKind(root fs.FS, locale, kind string) (kindTemplates, error) {
-	var kt kindTemplates
-	read := func(name string) (string, error) {
-		b, err := fs.ReadFile(root, name)
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// match returns the supported locale for a requested one ("de-AT" -> "de", "pt" -> "pt-BR").
+func (t *Templates) match(requested string) (string, bool) {
+	if requested == "" {
+		return "", false
+	}
+	if c := canonicalLocale(requested); t.catalogs[c] != nil {
+		return c, true
+	}
+	tag, err := language.Parse(requested)
+	if err != nil {
+		return "", false
+	}
+	_, i, conf := t.matcher.Match(tag)
+	// The matcher also offers a language as a stand-in for another (English for Klingon):
+	// only a variant of the same language will do.
+	want, _ := tag.Base()
+	got, _ := t.catalogs[t.supported[i]].tag.Base()
+	if conf < language.High || want != got {
+		return "", false
+	}
+	return t.supported[i], true
+}
+
+// Locales lists the locales templates can be rendered in, the default first.
+func (t *Templates) Locales() []string { return slices.Clone(t.supported) }
+
+// Organizations lists the organizations with templates of their own, sorted.
+func (t *Templates) Organizations() []string {
+	out := make([]string, 0, len(t.orgs))
+	for o := range t.orgs {
+		out = append(out, o)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// LocaleFor is the locale an email is written in: the user's when a catalog matches it, else
+// the organization's (templates.org_locales), else templates.default_locale.
+func (t *Templates) LocaleFor(orgID, userLocale string) string {
+	if l, ok := t.match(userLocale); ok {
+		return l
+	}
+	if l, ok := t.match(t.opts.OrgLocales[orgID]); ok {
+		return l
+	}
+	return t.supported[0]
+}
+
+// scanDir checks the layout of templates.dir, so a misspelt file or directory is an error
+// instead of a template silently not used.
+func (t *Templates) scanDir() error {
+	if t.dir == nil {
+		return nil
+	}
+	names := templateNames()
+	isLocale := func(name string) bool { return t.catalogs[name] != nil }
+	checkFiles := func(dir string, allowLocales bool) error {
+		entries, err := fs.ReadDir(t.dir, orDefault(dir, "."))
 		if err != nil {
-			return "", fmt.Errorf("read template %s: %w", name, err)
+			return err
 		}
-		return string(b), nil
+		for _, e := range entries {
+			name := e.Name()
+			shown := path.Join(t.opts.Dir, dir, name)
+			switch {
+			case strings.HasPrefix(name, "."):
+			case !e.IsDir() && names[name]:
+			case !e.IsDir():
+				return fmt.Errorf("%s: not a template name (templates are KIND.subject.txt, KIND.html, KIND.txt, layout.html, layout.txt and blocks.html; kinds: %s)",
+					shown, strings.Join(AllKinds, ", "))
+			case allowLocales && isLocale(name):
+				if err := checkLeaf(t.dir, names, path.Join(dir, name), shown); err != nil {
+					return err
+				}
+			case allowLocales && canonicalLocale(name) != name && isLocale(canonicalLocale(name)):
+				return fmt.Errorf("%s: locale directories are named %s", shown, canonicalLocale(name))
+			case dir == "" && name == "locales":
+			case dir == "" && orgDirRE.MatchString(name):
+				t.orgs[name] = true
+			case dir == "":
+				return fmt.Errorf("%s: a directory here is a locale (%s; others need templates.dir/locales/LOCALE.json) or an organization id (org_...)",
+					shown, strings.Join(t.supported, ", "))
+			default:
+				return fmt.Errorf("%s: a directory here is a locale (%s)", shown, strings.Join(t.supported, ", "))
+			}
+		}
+		return nil
 	}
-	subject, err := read(locale + "/" + kind + ".subject.txt")
-	if err != nil {
-		return kt, err
+	if err := checkFiles("", true); err != nil {
+		return err
 	}
-	if kt.subject, err = texttemplate.New(kind + ".subject").Option("missingkey=error").Parse(subject); err != nil {
-		return kt, fmt.Errorf("parse template: %w", err)
+	for org := range t.orgs {
+		if err := checkFiles(org, true); err != nil {
+			return err
+		}
 	}
+	return nil
+}
 
-	layoutHTML, err := read("layout.html")
+// checkLeaf checks a locale directory: templates only.
+func checkLeaf(dir fs.FS, names map[string]bool, sub, shown string) error {
+	entries, err := fs.ReadDir(dir, sub)
 	if err != nil {
-		return kt, err
+		return err
 	}
-	bodyHTML, err := read(locale + "/" + kind + ".html")
-	if err != nil {
-		return kt, err
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if e.IsDir() || !names[e.Name()] {
+			return fmt.Errorf("%s: not a template name (templates are KIND.subject.txt, KIND.html, KIND.txt, layout.html, layout.txt and blocks.html)",
+				path.Join(shown, e.Name()))
+		}
 	}
-	kt.html = htmltemplate.New("layout.html").Option("missingkey=error")
-	if _, err = kt.html.Parse(layoutHTML); err != nil {
-		return kt, fmt.Errorf("parse template: %w", err)
-	}
-	if _, err = kt.html.New(locale + "/" + kind + ".html").Parse(bodyHTML); err != nil {
-		return kt, fmt.Errorf("parse template: %w", err)
-	}
+	return nil
+}
 
-	layoutText, err := read("layout.txt")
+// source is one template file: where it is and what it says.
+type source struct {
+	shown string // for errors: "templates.dir/org_1/de/invitation.html" or "built-in invitation.html"
+	text  string
+}
+
+// find looks name up for org and locale (see Templates).
+func (t *Templates) find(org, locale, name string) (source, error) {
+	if t.dir != nil {
+		var candidates []string
+		if org != "" {
+			candidates = append(candidates, path.Join(org, locale, name), path.Join(org, name))
+		}
+		candidates = append(candidates, path.Join(locale, name), name)
+		for _, c := range candidates {
+			b, err := fs.ReadFile(t.dir, c)
+			if err == nil {
+				return source{shown: path.Join(t.opts.Dir, c), text: string(b)}, nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return source{}, fmt.Errorf("read template %s: %w", path.Join(t.opts.Dir, c), err)
+			}
+		}
+	}
+	b, err := builtinTemplates.ReadFile("templates/" + name)
 	if err != nil {
-		return kt, err
+		return source{}, fmt.Errorf("no built-in template %s", name)
 	}
-	bodyText, err := read(locale + "/" + kind + ".txt")
-	if err != nil {
-		return kt, err
+	return source{shown: "built-in " + name, text: string(b)}, nil
+}
+
+// compileAll builds the templates of every kind for every locale and every organization with
+// a directory, sharing what resolves to the same files, and tries each on sample data.
+func (t *Templates) compileAll() error {
+	compiled := map[string]*kindTemplates{} // by locale and files
+	orgs := append([]string{""}, t.Organizations()...)
+	for _, org := range orgs {
+		for _, locale := range t.supported {
+			for _, kind := range AllKinds {
+				var srcs [6]source
+				for i, name := range []string{kind + ".subject.txt", "layout.html", kind + ".html", "layout.txt", kind + ".txt", "blocks.html"} {
+					src, err := t.find(org, locale, name)
+					if err != nil {
+						return err
+					}
+					srcs[i] = src
+				}
+				key := locale
+				for _, s := range srcs {
+					key += "\x00" + s.shown
+				}
+				kt := compiled[key]
+				if kt == nil {
+					var err error
+					if kt, err = t.compile(locale, srcs); err != nil {
+						return err
+					}
+					compiled[key] = kt
+					if _, err := t.render(kt, SampleData(kind, time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)), locale); err != nil {
+						return fmt.Errorf("%s (locale %s) fails on sample data: %w", kind, locale, err)
+					}
+				}
+				t.sets[setKey{org, locale, kind}] = kt
+			}
+		}
 	}
-	kt.text = texttemplate.New("layout.txt").Option("missingkey=error")
-	if _, err = kt.text.Parse(layoutText); err != nil {
-		return kt, fmt.Errorf("parse template: %w", err)
+	return nil
+}
+
+// compile parses srcs: the subject; layout.html, KIND.html; layout.txt, KIND.txt; blocks.html.
+func (t *Templates) compile(locale string, srcs [6]source) (*kindTemplates, error) {
+	cat := t.catalogs[locale]
+	kt := &kindTemplates{}
+	for _, s := range srcs {
+		kt.files = append(kt.files, s.shown)
 	}
-	if _, err = kt.text.New(locale + "/" + kind + ".txt").Parse(bodyText); err != nil {
-		return kt, fmt.Errorf("parse template: %w", err)
+	textFuncs := texttemplate.FuncMap{
+		"t":      cat.T,
+		"strong": func(s string) string { return s },
+		"mailto": func(s string) string { return s },
+	}
+	htmlFuncs := htmltemplate.FuncMap{
+		"t":      cat.TH,
+		"strong": strong,
+		"mailto": mailto,
+	}
+	var err error
+	if kt.subject, err = texttemplate.New(srcs[0].shown).Funcs(textFuncs).Option("missingkey=error").Parse(srcs[0].text); err != nil {
+		return nil, err
+	}
+	kt.html = htmltemplate.New(srcs[1].shown).Funcs(htmlFuncs).Option("missingkey=error")
+	if _, err = kt.html.Parse(srcs[1].text); err != nil {
+		return nil, err
+	}
+	if _, err = kt.html.New(srcs[2].shown).Parse(srcs[2].text); err != nil {
+		return nil, err
+	}
+	if _, err = kt.html.New(srcs[5].shown).Parse(srcs[5].text); err != nil {
+		return nil, err
+	}
+	kt.text = texttemplate.New(srcs[3].shown).Funcs(textFuncs).Option("missingkey=error")
+	if _, err = kt.text.Parse(srcs[3].text); err != nil {
+		return nil, err
+	}
+	if _, err = kt.text.New(srcs[4].shown).Parse(srcs[4].text); err != nil {
+		return nil, err
 	}
 	return kt, nil
 }
 
-// Render produces the subject and both bodies for data.Kind.
+// strong emphasizes a value inside a message (HTML).
+func strong(s string) htmltemplate.HTML {
+	return htmltemplate.HTML("<strong>" + html.EscapeString(s) + "</strong>")
+}
+
+// mailto links an address inside a message (HTML). Addresses come from configuration, checked
+// to be one bare address.
+func mailto(addr string) htmltemplate.HTML {
+	e := html.EscapeString(addr)
+	return htmltemplate.HTML(`<a href="mailto:` + e + `" style="color:inherit;">` + e + `</a>`)
+}
+
+// Files lists the template files an email of kind for org in locale is rendered from.
+func (t *Templates) Files(kind, org, locale string) []string {
+	if kt := t.lookup(kind, org, locale); kt != nil {
+		return slices.Clone(kt.files)
+	}
+	return nil
+}
+
+func (t *Templates) lookup(kind, org, locale string) *kindTemplates {
+	if !t.orgs[org] {
+		org = ""
+	}
+	return t.sets[setKey{org, locale, kind}]
+}
+
+// Render produces the subject and both bodies for data.Kind, in the reader's locale, with the
+// organization's templates if it has any.
 func (t *Templates) Render(data Data) (Rendered, error) {
-	kt, ok := t.kinds[data.Kind]
-	if !ok {
+	locale := t.LocaleFor(data.OrganizationID, data.UserLocale)
+	kt := t.lookup(data.Kind, data.OrganizationID, locale)
+	if kt == nil {
 		return Rendered{}, fmt.Errorf("no template for email kind %q", data.Kind)
 	}
+	return t.render(kt, data, locale)
+}
+
+func (t *Templates) render(kt *kindTemplates, data Data, locale string) (Rendered, error) {
+	cat := t.catalogs[locale]
+	data.Brand, data.Locale = t.brand, locale
 	// Names come from WorkOS users and admins: one line each, so none can start lines of its
 	// own in the text body.
 	data.OrganizationName = oneLineName(data.OrganizationName)
 	data.InviterName = oneLineName(data.InviterName)
 	data.InviterEmail = oneLineName(data.InviterEmail)
+	data.FirstName = oneLineName(data.FirstName)
+	switch {
+	case data.InviterName != "" && data.InviterEmail != "":
+		data.Inviter = data.InviterName + " (" + data.InviterEmail + ")"
+	default:
+		data.Inviter = data.InviterName + data.InviterEmail
+	}
+	if !data.ExpiresAt.IsZero() {
+		data.ExpiresIn = cat.Duration(data.ExpiresAt.Sub(data.Now))
+		data.ExpiresOn = cat.DateTime(data.ExpiresAt, t.opts.TimeZone)
+	}
+	if !data.EventAt.IsZero() {
+		data.EventOn = cat.DateTime(data.EventAt, t.opts.TimeZone)
+	}
 	subject, html, text := getBuffer(), getBuffer(), getBuffer()
 	defer putBuffer(subject)
 	defer putBuffer(html)
@@ -167,17 +565,38 @@ func (t *Templates) Render(data Data) (Rendered, error) {
 	if err := kt.subject.Execute(subject, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s subject: %w", data.Kind, err)
 	}
+	data.Subject = oneLine(subject.String())
 	if err := kt.html.Execute(html, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s HTML: %w", data.Kind, err)
 	}
 	if err := kt.text.Execute(text, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s text: %w", data.Kind, err)
 	}
-	return Rendered{
-		Subject: oneLine(subject.String()),
-		HTML:    html.String(),
-		Text:    text.String(),
-	}, nil
+	return Rendered{Subject: data.Subject, HTML: html.String(), Text: tidyText(text.Bytes())}, nil
+}
+
+// tidyText trims trailing spaces from lines and runs of blank lines a template's conditionals
+// leave behind, so the text version reads as if written by hand.
+func tidyText(b []byte) string {
+	lines := strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")
+	out := make([]string, 0, len(lines))
+	blank := 0
+	for _, l := range lines {
+		l = strings.TrimRight(l, " \t")
+		if l == "" {
+			blank++
+			if blank > 1 || len(out) == 0 {
+				continue
+			}
+		} else {
+			blank = 0
+		}
+		out = append(out, l)
+	}
+	for len(out) > 0 && out[len(out)-1] == "" {
+		out = out[:len(out)-1]
+	}
+	return strings.Join(out, "\n") + "\n"
 }
 
 // buffers are reused across renders: a rendered email is a few KiB, and growing a fresh buffer
@@ -211,23 +630,4 @@ func oneLineName(s string) string {
 		}
 		return r
 	}, s))
-}
-
-func humanDuration(d time.Duration) string {
-	plural := func(n int64, unit string) string {
-		if n == 1 {
-			return "1 " + unit
-		}
-		return fmt.Sprintf("%d %ss", n, unit)
-	}
-	switch {
-	case d < time.Minute:
-		return "less than a minute"
-	case d < time.Hour:
-		return plural(int64((d+30*time.Second)/time.Minute), "minute")
-	case d < 48*time.Hour:
-		return plural(int64((d+30*time.Minute)/time.Hour), "hour")
-	default:
-		return plural(int64((d+12*time.Hour)/(24*time.Hour)), "day")
-	}
 }

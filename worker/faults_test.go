@@ -205,7 +205,7 @@ func sendTo(addr string) func(*http.Request) bool {
 // workerWith is harness.worker with the WorkOS client timeout chosen by the test.
 func (h *harness) workerWith(wosTimeout time.Duration) *Worker {
 	h.t.Helper()
-	templates, err := mailer.LoadTemplates()
+	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{Brand: mailer.Brand{Name: "Acme"}})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -421,16 +421,18 @@ func TestWorkOSBadData(t *testing.T) {
 		}
 	}
 	cases := []dataCase{
-		{name: "unknown event type", seed: raw("user.created", `{"id":"user_01X","email":"x@example.com"}`),
-			state: store.Skipped, reason: `event type "user.created" is not handled`},
+		{name: "unknown event type", seed: raw("user.deleted", `{"id":"user_01X","email":"x@example.com"}`),
+			state: store.Skipped, reason: `event type "user.deleted" is not handled`},
 		{name: "empty event type", seed: raw("", `{"id":"magic_auth_01X","email":"x@example.com"}`),
 			state: store.Skipped, reason: "is not handled"},
 		{name: "no data.id", seed: raw("magic_auth.created", `{"object":"magic_auth","email":"x@example.com"}`),
-			state: store.Dead, reason: "no valid object id"},
+			state: store.Dead, reason: "names no object"},
 		{name: "data.id is a path", seed: raw("magic_auth.created", `{"id":"magic_auth_01/../../users/user_01","email":"x@example.com"}`),
 			state: store.Dead, reason: "no valid object id"},
-		{name: "empty data", seed: raw("magic_auth.created", `{}`), state: store.Dead, reason: "no valid object id"},
-		{name: "data null", seed: raw("password_reset.created", `null`), state: store.Dead, reason: "no valid object id"},
+		{name: "empty data", seed: raw("magic_auth.created", `{}`), state: store.Dead, reason: "names no object"},
+		{name: "data null", seed: raw("password_reset.created", `null`), state: store.Dead, reason: "names no object"},
+		{name: "data.user_id is a path", seed: raw("password_reset.created", `{"id":"password_reset_01X","user_id":"user_01/../x"}`),
+			state: store.Dead, reason: "no valid object id"},
 		{name: "data a string", seed: raw("magic_auth.created", `"magic_auth_01X"`), state: store.Dead, reason: "not a JSON object"},
 		{name: "data an array", seed: raw("invitation.created", `[{"id":"invitation_01X"}]`), state: store.Dead, reason: "not a JSON object"},
 		{name: "data a number", seed: raw("email_verification.created", `42`), state: store.Dead, reason: "not a JSON object"},

@@ -69,8 +69,7 @@ func newHarness(t *testing.T) *harness {
 	h.dbPath = t.TempDir() + "/state.db"
 	h.openStore()
 	h.opts = Options{PageSize: 100, PollInterval: 10 * time.Millisecond, RetryBase: time.Millisecond,
-		RetryMax: 20 * time.Millisecond, PausedRetry: 20 * time.Millisecond, StopWhenIdle: true,
-		Brand: mailer.Brand{Name: "Acme"}}
+		RetryMax: 20 * time.Millisecond, PausedRetry: 20 * time.Millisecond, StopWhenIdle: true}
 	return h
 }
 
@@ -94,7 +93,7 @@ func (h *harness) restart() {
 }
 
 func (h *harness) worker() *Worker {
-	templates, err := mailer.LoadTemplates()
+	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{Brand: mailer.Brand{Name: "Acme"}})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -46,6 +46,9 @@ const (
 	ReasonNotFound  = "not_found"      // the object is gone (404)
 	ReasonNotPend   = "not_pending"    // invitation accepted or revoked
 	ReasonExpired   = "expired"        // code or link expired
+	// welcome
+	ReasonNotVerified = "not_verified" // the address is not verified (yet)
+	ReasonAlreadySent = "already_sent" // the user was welcomed already, by another event
 	// dead
 	ReasonInvalidEvent     = "invalid_event"     // event data without a valid object id
 	ReasonMismatch         = "mismatch"          // WorkOS returned another object or address
@@ -63,7 +66,7 @@ const (
 
 // Reasons lists every Reason* code.
 var Reasons = []string{ReasonNone, ReasonMaybeDuplicate, ReasonUnhandled, ReasonDisabled, ReasonTooOld,
-	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
+	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonNotVerified, ReasonAlreadySent, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
 	ReasonInvalidObject, ReasonRenderFailed, ReasonWorkOSRejected, ReasonRejected, ReasonMaxAttempts,
 	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent}
 

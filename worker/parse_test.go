@@ -34,7 +34,8 @@ func TestWorkOSPublicExamples(t *testing.T) {
 		}
 		handled++
 		ref, err := parseEventData(ev.Data)
-		if err != nil || ref.Email == "" {
+		kind := EventKinds[ev.Event]
+		if err != nil || ref.Email == "" || objectOf(kind, ev.Event, ref) == "" {
 			t.Errorf("%s: %+v %v", ev.Event, ref, err)
 		}
 		for _, secret := range []string{`"code"`, `"token"`, `"password_reset_token"`} {
@@ -43,8 +44,9 @@ func TestWorkOSPublicExamples(t *testing.T) {
 			}
 		}
 	}
-	if handled != 4 {
-		t.Errorf("handled %d example events, want 4", handled)
+	// The four core kinds, the two welcome triggers and password_reset.succeeded.
+	if handled != 7 {
+		t.Errorf("handled %d example events, want 7", handled)
 	}
 
 	// Serve each Get example as WorkOS would and resolve it through the real SDK.
@@ -90,6 +92,7 @@ func FuzzParseEventData(f *testing.F) {
 		`{"id":"magic_auth_01HWWSVXCRMA5481VK9601SKQX","email":"todd@example.com"}`,
 		`{"id":"../../users/user_1","email":"x"}`,
 		`{"id":"invitation_1?x=y"}`, `[]`, `null`, `{"id":1}`, `{"id":"a_b","email":"\r\n"}`,
+		`{"user_id":"user_01/../x","status":"succeeded"}`, `{"type":"email_verification","user_id":"user_01E4ZCR3C5A4QZ2Z2JQXGKZJ9E"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -98,10 +101,17 @@ func FuzzParseEventData(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if strings.ContainsAny(ref.ID, "/?#%.\\ \r\n") || !validObjectID.MatchString(ref.ID) {
-			t.Fatalf("accepted id %q", ref.ID)
+		for _, id := range []string{ref.ID, ref.UserID} {
+			if id != "" && (strings.ContainsAny(id, "/?#%.\\ \r\n") || !validObjectID.MatchString(id)) {
+				t.Fatalf("accepted id %q", id)
+			}
 		}
-		_ = orderKeys(&Event{ID: "event_1", Data: data})
+		for typ, kind := range EventKinds {
+			if id := objectOf(kind, typ, ref); id != "" && !validObjectID.MatchString(id) {
+				t.Fatalf("%s: object %q", typ, id)
+			}
+			_ = orderKeys(&Event{ID: "event_1", Type: typ, Data: data})
+		}
 	})
 }
 

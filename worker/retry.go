@@ -2,12 +2,13 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -36,18 +37,6 @@ const retryBatch = 100
 type housekeeping struct {
 	lastPrune time.Time
 }
-
-// eventTypes maps a kind back to the WorkOS event type that causes it.
-var eventTypes = func() map[string]string {
-	m := map[string]string{}
-	for typ, kind := range EventKinds {
-		m[kind] = typ
-	}
-	return m
-}()
-
-// EventTypeOf returns the WorkOS event type whose emails are of kind, or "".
-func EventTypeOf(kind string) string { return eventTypes[kind] }
 
 // ValidObjectID reports whether id has the shape of a WorkOS id (prefix_ULID, e.g.
 // event_01H...), which also makes it safe to put in a URL path.
@@ -103,18 +92,15 @@ func (w *Worker) retryOne(ctx context.Context, id string) error {
 	case rec.State.Final():
 		// Settled meanwhile, e.g. by a backfill that listed the event again.
 		return rs.DropRetry(id)
-	case rec.ObjectID == "" || EventTypeOf(rec.Kind) == "" || !ValidObjectID(rec.ObjectID):
+	case rec.ObjectID == "" || !ValidObjectID(rec.ObjectID) || !slices.Contains(mailer.AllKinds, rec.Kind):
 		// `dead retry` refuses such records; this one was queued some other way.
 		rec.State, rec.Reason, rec.UpdatedAt = store.Dead, "queued for retry, but the record names no WorkOS object to fetch again", w.opts.Now()
 		logFinal(log, &rec)
 		return w.store.Save(rec, "", rec.UpdatedAt)
 	}
-	data, err := json.Marshal(map[string]string{"id": rec.ObjectID})
-	if err != nil {
-		return err
-	}
+	typ, data := retryEvent(rec.Kind, rec.ObjectID)
 	log.Info("retrying delivery at an operator's request", zap.String("object_id", rec.ObjectID))
-	final, err := w.deliver(ctx, Event{ID: id, Type: EventTypeOf(rec.Kind), CreatedAt: rec.EventCreatedAt, Data: data})
+	final, err := w.deliver(ctx, Event{ID: id, Type: typ, CreatedAt: rec.EventCreatedAt, Data: data})
 	if err != nil {
 		return err
 	}

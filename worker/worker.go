@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"text/template"
@@ -24,14 +23,6 @@ import (
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
-// EventKinds maps the WorkOS event types the worker handles to the kind of email they cause.
-var EventKinds = map[string]string{
-	"invitation.created":         mailer.KindInvitation,
-	"magic_auth.created":         mailer.KindMagicAuth,
-	"email_verification.created": mailer.KindEmailVerification,
-	"password_reset.created":     mailer.KindPasswordReset,
-}
-
 // Store is the durable state the worker needs.
 type Store interface {
 	InitPosition(since time.Time) (store.Position, error)
@@ -43,6 +34,8 @@ type Store interface {
 	SaveAsync(d store.Delivery, cursor string, now time.Time) (wait func() error)
 	SetCursorAsync(eventID string, now time.Time) (wait func() error)
 	Interrupted() ([]store.Delivery, error)
+	// OnceHolder returns the event holding a store.Delivery.OnceKey, or "".
+	OnceHolder(key string) (string, error)
 }
 
 // Sender delivers one message. Its errors carry a mailer.Class.
@@ -77,7 +70,12 @@ type Options struct {
 	// using WorkOS's URL.
 	InvitationURL    *template.Template
 	PasswordResetURL *template.Template
-	Brand            mailer.Brand
+	// AppURL is the button of the welcome and password-changed emails (links.app_url); empty:
+	// none.
+	AppURL string
+	// UserLocaleKey, when set, is the WorkOS user metadata key that holds a user's locale
+	// (templates.user_locale_key): the user is read for it and their locale wins.
+	UserLocaleKey string
 	// RetryBase and RetryMax bound the jittered exponential backoff between attempts.
 	RetryBase time.Duration
 	RetryMax  time.Duration
@@ -154,12 +152,7 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 		wk.enabled[k] = true
 	}
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
-	// Every handled type is listed, enabled or not, so a disabled kind's events are recorded as
-	// skipped instead of vanishing from under a cursor that moves past them.
-	for typ := range EventKinds {
-		wk.types = append(wk.types, typ)
-	}
-	slices.Sort(wk.types)
+	wk.types = listedTypes(wk.enabled)
 	return wk
 }
 
@@ -300,15 +293,27 @@ type eventRef struct {
 	ID             string `json:"id"`
 	Email          string `json:"email"`
 	OrganizationID string `json:"organization_id"`
+	// UserID is the user of a password reset or an authentication event.
+	UserID string `json:"user_id"`
+	// EmailVerified and Status: user.created's and authentication events' say.
+	EmailVerified bool   `json:"email_verified"`
+	Status        string `json:"status"`
 }
 
+// parseEventData reads an event's data. Every id in it must have the shape of a WorkOS id,
+// since ids go into URL paths.
 func parseEventData(data json.RawMessage) (eventRef, error) {
 	var ref eventRef
 	if err := json.Unmarshal(data, &ref); err != nil {
 		return ref, fmt.Errorf("event data is not a JSON object: %w", err)
 	}
-	if !validObjectID.MatchString(ref.ID) {
-		return ref, fmt.Errorf("event data has no valid object id (%q)", truncate(ref.ID, 80))
+	if ref.ID == "" && ref.UserID == "" {
+		return ref, errors.New("event data names no object (no id or user_id)")
+	}
+	for _, id := range []string{ref.ID, ref.UserID} {
+		if id != "" && !validObjectID.MatchString(id) {
+			return ref, fmt.Errorf("event data has no valid object id (%q)", truncate(id, 80))
+		}
 	}
 	return ref, nil
 }
@@ -459,33 +464,48 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	if err != nil {
 		return finalAs(rec, store.Dead, ReasonInvalidEvent, err.Error()), nil
 	}
-	rec.ObjectID = ref.ID // an id, not a secret: lets an operator's retry fetch it again
+	objectID := objectOf(rec.Kind, ev.Type, ref)
+	if objectID == "" {
+		return finalAs(rec, store.Dead, ReasonInvalidEvent, "event data names no "+rec.Kind+" object"), nil
+	}
+	rec.ObjectID = objectID // an id, not a secret: lets an operator's retry fetch it again
+	if res, done, err := w.noticeChecks(ev, ref, rec, now); done || err != nil {
+		return res, err
+	}
 
 	rec.Attempts++
-	obj, err := w.workos.Resolve(ctx, rec.Kind, ref.ID)
+	obj, err := w.workos.Resolve(ctx, rec.Kind, objectID)
 	if err != nil {
-		return w.workosFailure(ctx, rec, err, "object "+ref.ID+" not found (deleted or no longer available)"), nil
+		return w.workosFailure(ctx, rec, err, "object "+objectID+" not found (deleted or no longer available)"), nil
 	}
+	recipient := obj.Email
 	switch {
-	case obj.ObjectID != ref.ID:
-		return finalAs(rec, store.Dead, ReasonMismatch, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), ref.ID)), nil
-	case ref.Email != "" && !strings.EqualFold(obj.Email, ref.Email):
+	case obj.ObjectID != objectID:
+		return finalAs(rec, store.Dead, ReasonMismatch, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), objectID)), nil
+	case rec.Kind == mailer.KindPasswordChanged && ref.Email != "":
+		// The notice goes to the address the account had when the password changed: if the
+		// change was an attacker's, the address may have changed since too.
+		recipient = ref.Email
+	case rec.Kind == mailer.KindWelcome && !obj.EmailVerified:
+		return finalAs(rec, store.Skipped, ReasonNotVerified, "the user's email address is not verified"), nil
+	case !isNotice(rec.Kind) && ref.Email != "" && !strings.EqualFold(obj.Email, ref.Email):
 		return finalAs(rec, store.Dead, ReasonMismatch, "the object's email differs from the event's; not sent"), nil
 	case rec.Kind == mailer.KindInvitation && obj.State != "pending":
 		return finalAs(rec, store.Skipped, ReasonNotPend, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
-	case !now.Before(obj.ExpiresAt):
+	case !isNotice(rec.Kind) && !now.Before(obj.ExpiresAt):
 		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
 	}
-	to, err := mailer.ParseRecipient(obj.Email)
+	to, err := mailer.ParseRecipient(recipient)
 	if err != nil {
 		return finalAs(rec, store.Dead, ReasonInvalidRecipient, "invalid recipient: "+err.Error()), nil
 	}
 	log.Debug("resolved", zap.String("to", to), zap.Time("expires_at", obj.ExpiresAt))
 
-	data, res, ok := w.templateData(ctx, rec, ref, obj, now)
+	data, res, ok := w.templateData(ctx, rec, ev, obj, now)
 	if !ok {
 		return res, nil
 	}
+	data.Email = to
 	rendered, err := w.renderer.Render(data)
 	if err != nil {
 		return finalAs(rec, store.Dead, ReasonRenderFailed, err.Error()), nil
@@ -556,8 +576,12 @@ func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err err
 }
 
 // templateData gathers what the templates show. When ok is false, res says what to do instead.
-func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref eventRef, obj Resolved, now time.Time) (data mailer.Data, res result, ok bool) {
-	data = mailer.Data{Kind: rec.Kind, Brand: w.opts.Brand, Email: obj.Email, ExpiresAt: obj.ExpiresAt, Now: now}
+func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ev Event, obj Resolved, now time.Time) (data mailer.Data, res result, ok bool) {
+	data = mailer.Data{Kind: rec.Kind, Email: obj.Email, ExpiresAt: obj.ExpiresAt, Now: now,
+		OrganizationID: obj.OrganizationID, FirstName: obj.FirstName}
+	if key := w.opts.UserLocaleKey; key != "" {
+		data.UserLocale = obj.Metadata[key]
+	}
 	switch rec.Kind {
 	case mailer.KindMagicAuth, mailer.KindEmailVerification:
 		if obj.Code == "" {
@@ -574,6 +598,18 @@ func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref even
 			return data, finalAs(rec, store.Dead, ReasonInvalidObject, err.Error()), false
 		}
 		data.Link = link
+	case mailer.KindWelcome, mailer.KindPasswordChanged:
+		data.Link = w.opts.AppURL
+		data.EventAt = ev.CreatedAt
+	}
+	if w.opts.UserLocaleKey != "" && obj.UserID != "" && !isNotice(rec.Kind) {
+		// Best effort: a user that cannot be read now is written to in the usual locale
+		// rather than kept waiting for a code that expires.
+		if p, err := w.workos.User(ctx, obj.UserID); err == nil {
+			data.UserLocale = p.Metadata[w.opts.UserLocaleKey]
+		} else if !isNotFound(err) {
+			w.log.Warn("reading the user's locale failed; writing in the default locale", zap.String("event_id", rec.EventID), zap.Error(err))
+		}
 	}
 	if rec.Kind != mailer.KindInvitation {
 		return data, res, true
@@ -593,6 +629,36 @@ func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ref even
 		data.InviterName, data.InviterEmail = p.Name, p.Email
 	}
 	return data, res, true
+}
+
+// noticeChecks are the welcome's and password notice's checks before any WorkOS call: the
+// event says what it should (a verified address, a successful verification), it is recent
+// (noticeMaxAge), and the user has not been welcomed already. done means res is the outcome.
+func (w *Worker) noticeChecks(ev Event, ref eventRef, rec *store.Delivery, now time.Time) (res result, done bool, err error) {
+	if !isNotice(rec.Kind) {
+		return res, false, nil
+	}
+	if age := now.Sub(ev.CreatedAt); age > noticeMaxAge {
+		return finalAs(rec, store.Skipped, ReasonTooOld, fmt.Sprintf("a %s notice more than %s after the event is not sent", rec.Kind, noticeMaxAge)), true, nil
+	}
+	if rec.Kind != mailer.KindWelcome {
+		return res, false, nil
+	}
+	switch {
+	case ev.Type == "user.created" && !ref.EmailVerified:
+		return finalAs(rec, store.Skipped, ReasonNotVerified, "the user's address was not verified at sign-up; the welcome follows its verification"), true, nil
+	case ev.Type == "authentication.email_verification_succeeded" && ref.Status != "succeeded":
+		return finalAs(rec, store.Skipped, ReasonNotVerified, fmt.Sprintf("the verification did not succeed (status %q)", truncate(ref.Status, 40))), true, nil
+	}
+	rec.OnceKey = welcomeKey(rec.ObjectID)
+	holder, err := w.store.OnceHolder(rec.OnceKey)
+	if err != nil {
+		return res, true, err
+	}
+	if holder != "" && holder != rec.EventID {
+		return finalAs(rec, store.Skipped, ReasonAlreadySent, "the user was welcomed already (event "+truncate(holder, 80)+")"), true, nil
+	}
+	return res, false, nil
 }
 
 func isNotFound(err error) bool {

@@ -28,7 +28,7 @@ type Event struct {
 	Type      string
 	CreatedAt time.Time
 	Data      json.RawMessage
-	// ref caches what ref() parsed of Data: the dispatcher reads the recipient, the delivery
+	// ref caches what parsed() read of Data: the dispatcher reads the recipient, the delivery
 	// the rest.
 	ref *parsedRef
 }
@@ -65,13 +65,20 @@ type Page struct {
 type Resolved struct {
 	ObjectID       string
 	Email          string
-	ExpiresAt      time.Time
+	ExpiresAt      time.Time // zero for a user
 	State          string
 	OrganizationID string
 	InviterUserID  string
-	Code           string
-	Token          string
-	Link           string
+	// UserID is the object's user (magic auth, email verification, password reset).
+	UserID string
+	// A user's (welcome, password_changed): first name, whether the address is verified, and
+	// its metadata (which may name the user's locale: Options.UserLocaleKey).
+	FirstName     string
+	EmailVerified bool
+	Metadata      map[string]string
+	Code          string
+	Token         string
+	Link          string
 }
 
 // String redacts the secret fields.
@@ -84,8 +91,9 @@ func (r Resolved) GoString() string { return r.String() }
 
 // Person is a WorkOS user as shown in an email.
 type Person struct {
-	Name  string
-	Email string
+	Name     string // first and last
+	Email    string
+	Metadata map[string]string
 }
 
 // WorkOS is what the worker needs from the WorkOS API. Errors it returns may be *APIError.
@@ -327,7 +335,7 @@ func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, 
 		if err != nil {
 			return Resolved{}, err
 		}
-		return withExpiry(Resolved{ObjectID: ma.ID, Email: ma.Email, Code: ma.Code}, ma.ExpiresAt)
+		return withExpiry(Resolved{ObjectID: ma.ID, Email: ma.Email, UserID: ma.UserId, Code: ma.Code}, ma.ExpiresAt)
 	case mailer.KindEmailVerification:
 		ev, err := call(ctx, "get email verification", func(ctx context.Context) (usermanagement.EmailVerification, error) {
 			return c.um.GetEmailVerification(ctx, usermanagement.GetEmailVerificationOpts{EmailVerification: id})
@@ -335,7 +343,7 @@ func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, 
 		if err != nil {
 			return Resolved{}, err
 		}
-		return withExpiry(Resolved{ObjectID: ev.ID, Email: ev.Email, Code: ev.Code}, ev.ExpiresAt)
+		return withExpiry(Resolved{ObjectID: ev.ID, Email: ev.Email, UserID: ev.UserId, Code: ev.Code}, ev.ExpiresAt)
 	case mailer.KindPasswordReset:
 		pr, err := call(ctx, "get password reset", func(ctx context.Context) (usermanagement.PasswordReset, error) {
 			return c.um.GetPasswordReset(ctx, usermanagement.GetPasswordResetOpts{PasswordReset: id})
@@ -343,7 +351,18 @@ func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, 
 		if err != nil {
 			return Resolved{}, err
 		}
-		return withExpiry(Resolved{ObjectID: pr.ID, Email: pr.Email, Token: pr.PasswordResetToken, Link: pr.PasswordResetUrl}, pr.ExpiresAt)
+		return withExpiry(Resolved{ObjectID: pr.ID, Email: pr.Email, UserID: pr.UserId, Token: pr.PasswordResetToken, Link: pr.PasswordResetUrl}, pr.ExpiresAt)
+	case mailer.KindWelcome, mailer.KindPasswordChanged:
+		// Read fresh, not from the name cache: whether the address is verified decides.
+		u, err := call(ctx, "get user", func(ctx context.Context) (usermanagement.User, error) {
+			return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
+		})
+		if err != nil {
+			return Resolved{}, err
+		}
+		c.names.put(id, person(u))
+		return Resolved{ObjectID: u.ID, Email: u.Email, UserID: u.ID, FirstName: strings.TrimSpace(u.FirstName),
+			EmailVerified: u.EmailVerified, Metadata: u.Metadata}, nil
 	}
 	return Resolved{}, fmt.Errorf("no WorkOS resolver for kind %q", kind)
 }
@@ -378,8 +397,12 @@ func (c *WorkOSClient) User(ctx context.Context, id string) (Person, error) {
 		if err != nil {
 			return Person{}, err
 		}
-		return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email}, nil
+		return person(u), nil
 	})
+}
+
+func person(u usermanagement.User) Person {
+	return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email, Metadata: u.Metadata}
 }
 
 // nameTTL bounds how long a renamed organization or user may still show its old name.

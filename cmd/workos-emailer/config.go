@@ -62,10 +62,13 @@ type Config struct {
 		Dir           string            `mapstructure:"dir"`
 		DefaultLocale string            `mapstructure:"default_locale"`
 		OrgLocales    map[string]string `mapstructure:"org_locales"`
+		TimeZone      string            `mapstructure:"time_zone"`
+		UserLocaleKey string            `mapstructure:"user_locale_key"`
 	} `mapstructure:"templates"`
 	Links struct {
 		InvitationURL    string `mapstructure:"invitation_url"`
 		PasswordResetURL string `mapstructure:"password_reset_url"`
+		AppURL           string `mapstructure:"app_url"`
 	} `mapstructure:"links"`
 	Brand struct {
 		Name         string `mapstructure:"name"`
@@ -85,6 +88,8 @@ type Config struct {
 	startAt        time.Time
 	invitationURL  *template.Template
 	passwordURL    *template.Template
+	timeZone       *time.Location
+	previewOnly    bool // loaded for render: nothing is sent
 	logLevel       zapcore.Level
 	configFileUsed string
 }
@@ -106,7 +111,8 @@ func defaults(v *viper.Viper) {
 		"delivery.on_ambiguous": worker.OnAmbiguousHold,
 		"events.enabled":        mailer.CoreKinds,
 		"templates.dir":         "", "templates.default_locale": "en", "templates.org_locales": map[string]string{},
-		"links.invitation_url": "", "links.password_reset_url": "",
+		"templates.time_zone": "UTC", "templates.user_locale_key": "",
+		"links.invitation_url": "", "links.password_reset_url": "", "links.app_url": "",
 		"brand.name": "", "brand.logo_url": "", "brand.primary_color": "", "brand.support_email": "",
 		"admin.listen": "127.0.0.1:9464",
 		"log.level":    "info", "log.format": "json",
@@ -128,6 +134,12 @@ func keyErr(key, format string, args ...any) error {
 // loadConfig reads the file (explicit path, ./config.yaml, /etc/workos-emailer/config.yaml, or
 // none) and the environment, then validates.
 func loadConfig(path string, explicit bool) (*Config, error) {
+	return loadConfigFor(path, explicit, false)
+}
+
+// loadConfigFor is loadConfig; preview is for commands that only render (render): they send
+// nothing, so they need no mailer.from.
+func loadConfigFor(path string, explicit, preview bool) (*Config, error) {
 	v := viper.New()
 	defaults(v)
 	v.SetEnvPrefix("WORKOS_EMAILER")
@@ -161,6 +173,7 @@ func loadConfig(path string, explicit bool) (*Config, error) {
 		return nil, configError{fmt.Errorf("%s: %w", orDefault(file, "environment"), err)}
 	}
 	cfg.configFileUsed = file
+	cfg.previewOnly = preview
 	return &cfg, cfg.validate()
 }
 
@@ -238,7 +251,7 @@ func (c *Config) validate() error {
 	}
 	switch c.Mailer.Driver {
 	case "ses":
-		if c.Mailer.From == "" {
+		if c.Mailer.From == "" && !c.previewOnly {
 			return keyErr("mailer.from", "is required for the ses driver, e.g. \"Acme <no-reply@acme.com>\"")
 		}
 		if c.Mailer.SES.Endpoint != "" {
@@ -284,12 +297,20 @@ func (c *Config) validate() error {
 		return keyErr("events.enabled", "must name at least one kind")
 	}
 	for _, k := range c.Events.Enabled {
-		if !slices.Contains(mailer.CoreKinds, k) {
-			return keyErr("events.enabled", "unknown or not yet supported kind %q (supported: %s)", k, strings.Join(mailer.CoreKinds, ", "))
+		if !slices.Contains(mailer.AllKinds, k) {
+			return keyErr("events.enabled", "unknown kind %q (kinds: %s)", k, strings.Join(mailer.AllKinds, ", "))
 		}
 	}
-	if c.Templates.Dir != "" {
-		return keyErr("templates.dir", "custom template directories are not supported by this version yet")
+	if c.timeZone, err = time.LoadLocation(c.Templates.TimeZone); err != nil || c.Templates.TimeZone == "" {
+		return keyErr("templates.time_zone", "must be an IANA time zone like UTC or Europe/Berlin, got %q", c.Templates.TimeZone)
+	}
+	if strings.ContainsAny(c.Templates.UserLocaleKey, " \r\n") {
+		return keyErr("templates.user_locale_key", "must be a metadata key, got %q", c.Templates.UserLocaleKey)
+	}
+	if c.Links.AppURL != "" {
+		if err := checkPublicURL(c.Links.AppURL); err != nil {
+			return keyErr("links.app_url", "%v", err)
+		}
 	}
 	if c.invitationURL, err = linkTemplate("links.invitation_url", c.Links.InvitationURL); err != nil {
 		return err
@@ -313,6 +334,9 @@ func (c *Config) validate() error {
 	if strings.ContainsAny(c.Brand.Name, "\r\n") {
 		return keyErr("brand.name", "must be one line")
 	}
+	if c.Brand.Name == "" {
+		c.Brand.Name = brandFromSender(c.Mailer.From)
+	}
 	if c.Admin.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
 			return keyErr("admin.listen", "must be host:port, got %q", c.Admin.Listen)
@@ -325,6 +349,40 @@ func (c *Config) validate() error {
 		return keyErr("log.format", "must be json or console, got %q", c.Log.Format)
 	}
 	return nil
+}
+
+// brandFromSender names the brand after the From address when brand.name is not set: its
+// display name ("Acme" of "Acme <no-reply@acme.com>"), or its domain.
+func brandFromSender(from string) string {
+	addr, err := mailer.ParseSender(from)
+	if err != nil {
+		return ""
+	}
+	if addr.Name != "" {
+		return addr.Name
+	}
+	_, domain, _ := strings.Cut(addr.Address, "@")
+	return domain
+}
+
+// templateOptions is the templates.*, brand.* part of the configuration.
+func (c *Config) templateOptions() mailer.TemplateOptions {
+	return mailer.TemplateOptions{
+		Dir: c.Templates.Dir, DefaultLocale: c.Templates.DefaultLocale, OrgLocales: c.Templates.OrgLocales,
+		TimeZone: c.timeZone,
+		Brand: mailer.Brand{Name: c.Brand.Name, LogoURL: c.Brand.LogoURL,
+			PrimaryColor: c.Brand.PrimaryColor, SupportEmail: c.Brand.SupportEmail},
+	}
+}
+
+// loadTemplates parses and tries every template at start: a broken one is invalid
+// configuration (exit 2), its message naming the file and line.
+func (c *Config) loadTemplates() (*mailer.Templates, error) {
+	t, err := mailer.LoadTemplates(c.templateOptions())
+	if err != nil {
+		return nil, configError{fmt.Errorf("templates: %w", err)}
+	}
+	return t, nil
 }
 
 // requireAPIKey is checked only by commands that talk to WorkOS.

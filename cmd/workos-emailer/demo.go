@@ -42,13 +42,24 @@ func newDemoCmd(stdout, stderr io.Writer) *cobra.Command {
 	return cmd
 }
 
+// germanOrg is the demo organization whose emails are in German (templates.org_locales).
+var germanOrg string
+
 // demoScenario fills a simulated WorkOS with one event of every kind, plus an expired code and a
-// revoked invitation that must not go out.
+// revoked invitation that must not go out, an invitation to an organization that reads German,
+// and a user who signs up, verifies the address (welcomed once) and changes the password.
 func demoScenario(fw *fakeworkos.Server, now time.Time) {
 	org := fw.AddOrganization("Acme Robotics")
 	inviter := fw.AddUser("Ada", "Lovelace", "ada@acme.example")
 	fw.AddInvitation(fakeworkos.Invitation{Email: "grace@example.com", ExpiresAt: now.Add(7 * 24 * time.Hour),
 		OrganizationID: org, InviterUserID: inviter})
+	germanOrg = fw.AddOrganization("Müller & Söhne GmbH")
+	fw.AddInvitation(fakeworkos.Invitation{Email: "jonas@example.de", ExpiresAt: now.Add(3 * 24 * time.Hour),
+		OrganizationID: germanOrg, InviterUserID: inviter})
+	_, margaret := fw.SignUp("Margaret", "Hamilton", "margaret@example.com", false, map[string]string{"locale": "fr"})
+	fw.VerifyEmail(margaret)
+	fw.VerifyEmail(margaret) // a second verification: the welcome goes out once
+	fw.ChangePassword(margaret)
 	fw.AddCode("magic_auth", "alan@example.com", "user_01DEMOALAN", now.Add(10*time.Minute))
 	fw.AddCode("email_verification", "katherine@example.com", "user_01DEMOKATHERINE", now.Add(24*time.Hour))
 	fw.AddPasswordReset("linus@example.com", "user_01DEMOLINUS", now.Add(time.Hour))
@@ -76,14 +87,17 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 		return err
 	}
 	defer st.Close()
-	templates, err := mailer.LoadTemplates()
+	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{
+		Brand:      mailer.Brand{Name: "Robodesk", PrimaryColor: "#0f766e", SupportEmail: "support@robodesk.example"},
+		OrgLocales: map[string]string{germanOrg: "de"},
+	})
 	if err != nil {
 		return err
 	}
 	sender := &mailer.File{Dir: outbox, From: "Robodesk <no-reply@robodesk.example>"}
 	opts := worker.Options{
-		PageSize: 100, StopWhenIdle: true,
-		Brand: mailer.Brand{Name: "Robodesk", PrimaryColor: "#0f766e", SupportEmail: "support@robodesk.example"},
+		PageSize: 100, StopWhenIdle: true, Kinds: mailer.AllKinds, AppURL: "https://app.robodesk.example/",
+		UserLocaleKey: "locale",
 	}
 	fmt.Fprintf(out, "Simulated WorkOS at %s with %d events; sending with the file mailer.\n\n", url, len(fw.EventIDs()))
 	for run := 1; run <= 2; run++ {

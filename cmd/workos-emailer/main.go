@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	_ "time/tzdata" // templates.time_zone works where the system has no zoneinfo (a minimal container, DynamicUser)
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -113,6 +114,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			},
 		},
 		newDemoCmd(stdout, stderr),
+		newRenderCmd(&g, stdout, stderr),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print version, commit and Go version",
@@ -194,6 +196,10 @@ func shutdownContext(parent context.Context, log *zap.Logger) (context.Context, 
 // runDaemon opens the store, builds the pipeline and runs it until ctx ends.
 func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	gcPercent := gctune.Apply()
+	templates, err := cfg.loadTemplates()
+	if err != nil {
+		return err
+	}
 	st, err := store.Open(cfg.Store.Path, store.Options{})
 	if err != nil {
 		return err
@@ -204,10 +210,6 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		}
 	}()
 	sender, err := newSender(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	templates, err := mailer.LoadTemplates()
 	if err != nil {
 		return err
 	}
@@ -255,9 +257,9 @@ func workerOptions(cfg *Config) worker.Options {
 		Kinds:            cfg.Events.Enabled,
 		InvitationURL:    cfg.invitationURL,
 		PasswordResetURL: cfg.passwordURL,
+		AppURL:           cfg.Links.AppURL,
+		UserLocaleKey:    cfg.Templates.UserLocaleKey,
 		Retention:        cfg.Store.Retention,
-		Brand: mailer.Brand{Name: cfg.Brand.Name, LogoURL: cfg.Brand.LogoURL,
-			PrimaryColor: cfg.Brand.PrimaryColor, SupportEmail: cfg.Brand.SupportEmail},
 	}
 }
 

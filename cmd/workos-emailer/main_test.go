@@ -217,14 +217,26 @@ func TestDemo(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"sent=4 skipped=2 dead=0 ambiguous=0", "expired at", "invitation is revoked", filepath.Join(dir, "outbox")} {
+	for _, want := range []string{"sent=7 skipped=4 dead=0 ambiguous=0", "expired at", "invitation is revoked",
+		"welcomed already", filepath.Join(dir, "outbox")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-	if len(emls) != 4 {
-		t.Errorf("%d .eml files, want 4", len(emls))
+	if len(emls) != 7 {
+		t.Errorf("%d .eml files, want 7", len(emls))
+	}
+	var all string
+	for _, f := range emls {
+		b, _ := os.ReadFile(f)
+		all += string(b)
+	}
+	// The organization that reads German, and the user whose metadata says French.
+	for _, want := range []string{"Einladung", "Bienvenue", "mot de passe"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no demo email contains %q", want)
+		}
 	}
 }
 

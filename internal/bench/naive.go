@@ -65,7 +65,7 @@ func runNaive(spec runSpec, res *runResult, started func(time.Time), stop <-chan
 		return err
 	}
 	ses := sesv2.NewFromConfig(awsCfg, func(o *sesv2.Options) { o.BaseEndpoint = aws.String(spec.SESURL) })
-	templates, err := mailer.LoadTemplates()
+	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{Brand: benchBrand})
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func naiveSend(ctx context.Context, e events.Event, um *usermanagement.Client, o
 	if err := json.Unmarshal(e.Data, &ref); err != nil {
 		return err
 	}
-	data := mailer.Data{Brand: benchBrand, Now: time.Now()}
+	data := mailer.Data{Now: time.Now()}
 	var expires string
 	switch e.Event {
 	case "invitation.created":

@@ -223,7 +223,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	}()
 	opts := worker.Options{
 		PageSize: spec.PageSize, PollInterval: spec.PollInterval, Concurrency: spec.Concurrency,
-		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour, Brand: benchBrand,
+		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour,
 		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: mailer.CoreKinds}),
 	}
 	sesOpts := mailer.SESOptions{Region: "us-east-1", Endpoint: spec.SESURL, From: benchFrom, Credentials: benchCredentials()}
@@ -238,7 +238,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	if err := ses.CheckCredentials(context.Background()); err != nil {
 		return err
 	}
-	templates, err := mailer.LoadTemplates()
+	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{Brand: benchBrand})
 	if err != nil {
 		return err
 	}

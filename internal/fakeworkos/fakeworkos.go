@@ -170,15 +170,62 @@ func (s *Server) AddUser(first, last, email string) string {
 	return id
 }
 
+// SignUp creates a user and its user.created event; verified says whether the address was
+// verified at sign-up (an SSO or social sign-up). metadata may name a locale.
+func (s *Server) SignUp(first, last, email string, verified bool, metadata map[string]string) (eventID, userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	userID = s.id("user")
+	md := map[string]any{}
+	for k, v := range metadata {
+		md[k] = v
+	}
+	s.objects[userID] = map[string]any{"object": "user", "id": userID, "email": email, "first_name": first,
+		"last_name": last, "email_verified": verified, "profile_picture_url": nil, "external_id": nil,
+		"metadata": md, "last_sign_in_at": nil, "created_at": ts(now), "updated_at": ts(now)}
+	return s.addEvent("user.created", userID, now), userID
+}
+
+// VerifyEmail marks a user's address verified and adds the
+// authentication.email_verification_succeeded event WorkOS sends then.
+func (s *Server) VerifyEmail(userID string) (eventID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	u := s.objects[userID]
+	u["email_verified"] = true
+	u["updated_at"] = ts(now)
+	delete(s.encoded, userID)
+	data, _ := json.Marshal(map[string]any{"type": "email_verification", "status": "succeeded", "user_id": userID,
+		"email": u["email"], "ip_address": "192.0.2.1", "user_agent": "Mozilla/5.0"})
+	return s.appendEvent("authentication.email_verification_succeeded", data, now)
+}
+
+// ChangePassword adds the password_reset.succeeded event of a completed password reset.
+func (s *Server) ChangePassword(userID string) (eventID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	u := s.objects[userID]
+	data, _ := json.Marshal(map[string]any{"object": "password_reset", "id": s.id("password_reset"), "user_id": userID,
+		"email": u["email"], "expires_at": ts(now.Add(time.Hour)), "created_at": ts(now.Add(-time.Minute))})
+	return s.appendEvent("password_reset.succeeded", data, now)
+}
+
+func (s *Server) appendEvent(typ string, data json.RawMessage, now time.Time) string {
+	id := s.id("event")
+	e := event{ID: id, Type: typ, CreatedAt: now, Data: data}
+	e.encoded = eventJSON(e)
+	s.events = append(s.events, e)
+	return id
+}
+
 // AddRawEvent appends an event with the given type and data as is.
 func (s *Server) AddRawEvent(typ string, data json.RawMessage) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := s.id("event")
-	e := event{ID: id, Type: typ, CreatedAt: s.Now(), Data: data}
-	e.encoded = eventJSON(e)
-	s.events = append(s.events, e)
-	return id
+	return s.appendEvent(typ, data, s.Now())
 }
 
 // Update changes fields of a stored object (e.g. an invitation's state), or deletes it when
@@ -231,11 +278,7 @@ func (s *Server) addEvent(typ, objectID string, now time.Time) string {
 		delete(snapshot, f)
 	}
 	data, _ := json.Marshal(snapshot)
-	id := s.id("event")
-	e := event{ID: id, Type: typ, CreatedAt: now, Data: data}
-	e.encoded = eventJSON(e)
-	s.events = append(s.events, e)
-	return id
+	return s.appendEvent(typ, data, now)
 }
 
 func nilIfEmpty(s string) any {

@@ -1,0 +1,191 @@
+package mailer
+
+import (
+	"bytes"
+	"fmt"
+	htmltemplate "html/template"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// SampleData is an email of kind with made-up but realistic values, rendered at now: for the
+// render command, the preview gallery, the golden files and the check of every template at
+// start.
+func SampleData(kind string, now time.Time) Data {
+	d := Data{Kind: kind, Now: now, Email: "grace.hopper@example.com"}
+	switch kind {
+	case KindInvitation:
+		d.Link = "https://auth.example.com/invite?invitation_token=Z1uX3RbwcIl5fIGJJJCXXisdI"
+		d.ExpiresAt = now.Add(7 * 24 * time.Hour)
+		d.OrganizationName = "Acme Robotics"
+		d.InviterName = "Ada Lovelace"
+		d.InviterEmail = "ada@acme.example"
+	case KindPasswordReset:
+		d.Link = "https://auth.example.com/reset-password?token=Z1uX3RbwcIl5fIGJJJCXXisdI"
+		d.ExpiresAt = now.Add(time.Hour)
+	case KindMagicAuth:
+		d.Code = "123456"
+		d.ExpiresAt = now.Add(10 * time.Minute)
+	case KindEmailVerification:
+		d.Code = "654321"
+		d.ExpiresAt = now.Add(24 * time.Hour)
+	case KindWelcome:
+		d.FirstName = "Grace"
+		d.Link = "https://app.example.com/"
+	case KindPasswordChanged:
+		d.FirstName = "Grace"
+		d.EventAt = now.Add(-2 * time.Minute)
+		d.Link = "https://app.example.com/"
+	}
+	return d
+}
+
+// Preview is one rendered sample: what the gallery shows of it.
+type Preview struct {
+	Kind, Org, Locale string
+	Rendered
+	// Files are the templates it was rendered from.
+	Files []string
+	// HTMLFile and TextFile are where WriteGallery put it, relative to the gallery.
+	HTMLFile, TextFile string
+}
+
+// RenderSample renders kind's sample email for org ("" for none) in locale ("" for the
+// default), at now.
+func (t *Templates) RenderSample(kind, org, locale string, now time.Time) (Preview, error) {
+	if !slices.Contains(AllKinds, kind) {
+		return Preview{}, fmt.Errorf("unknown kind %q (kinds: %s)", kind, strings.Join(AllKinds, ", "))
+	}
+	if locale == "" {
+		locale = t.LocaleFor(org, "")
+	} else if l, ok := t.match(locale); ok {
+		locale = l
+	} else {
+		return Preview{}, fmt.Errorf("no messages for locale %q (have %s)", locale, strings.Join(t.supported, ", "))
+	}
+	d := SampleData(kind, now)
+	d.OrganizationID, d.UserLocale = org, locale
+	r, err := t.Render(d)
+	if err != nil {
+		return Preview{}, err
+	}
+	return Preview{Kind: kind, Org: org, Locale: locale, Rendered: r, Files: t.Files(kind, org, locale)}, nil
+}
+
+// WriteGallery renders every kind in every locale, for the default templates and for every
+// organization with templates of its own, into dir: each email as an HTML and a text file, and
+// an index.html that shows them all side by side with their subjects, for a person to review
+// in a browser.
+func (t *Templates) WriteGallery(dir string, now time.Time) ([]Preview, error) {
+	var all []Preview
+	for _, org := range append([]string{""}, t.Organizations()...) {
+		for _, locale := range t.supported {
+			for _, kind := range AllKinds {
+				p, err := t.RenderSample(kind, org, locale, now)
+				if err != nil {
+					return nil, err
+				}
+				base := path.Join(orDefault(org, "default"), locale, kind)
+				p.HTMLFile, p.TextFile = base+".html", base+".txt"
+				for file, content := range map[string]string{p.HTMLFile: p.HTML, p.TextFile: "Subject: " + p.Subject + "\n\n" + p.Text} {
+					full := filepath.Join(dir, filepath.FromSlash(file))
+					if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+						return nil, err
+					}
+					if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+						return nil, err
+					}
+				}
+				all = append(all, p)
+			}
+		}
+	}
+	var b bytes.Buffer
+	if err := galleryTemplate.Execute(&b, gallery{Brand: t.brand, Previews: all, Locales: t.supported,
+		Names: t.localeNames(), Kinds: AllKinds, Generated: now.UTC().Format(time.RFC1123)}); err != nil {
+		return nil, err
+	}
+	return all, os.WriteFile(filepath.Join(dir, "index.html"), b.Bytes(), 0o644)
+}
+
+func (t *Templates) localeNames() map[string]string {
+	names := map[string]string{}
+	for name, c := range t.catalogs {
+		names[name] = orDefault(c.meta.Name, name)
+	}
+	return names
+}
+
+type gallery struct {
+	Brand     Brand
+	Previews  []Preview
+	Locales   []string
+	Names     map[string]string
+	Kinds     []string
+	Generated string
+}
+
+var galleryTemplate = htmltemplate.Must(htmltemplate.New("gallery").Funcs(htmltemplate.FuncMap{
+	"title": func(kind string) string {
+		return map[string]string{KindInvitation: "Invitation", KindMagicAuth: "Magic Auth code", KindEmailVerification: "Email verification",
+			KindPasswordReset: "Password reset", KindWelcome: "Welcome", KindPasswordChanged: "Password changed"}[kind]
+	},
+	"orgName": func(org string) string { return orDefault(org, "default templates") },
+}).Parse(`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Brand.Name}} emails: preview</title>
+<style>
+:root { color-scheme: light; --line: #e4e7ec; --muted: #6b7280; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 -apple-system, BlinkMacSystemFont, "Segoe UI", Helvetica, Arial, sans-serif; color: #1f2933; background: #f7f8fa; }
+header { position: sticky; top: 0; z-index: 1; background: #fff; border-bottom: 1px solid var(--line); padding: 16px 32px; display: flex; gap: 24px; align-items: baseline; flex-wrap: wrap; }
+header h1 { margin: 0; font-size: 20px; }
+header nav a { margin-right: 12px; color: #4f46e5; text-decoration: none; font-weight: 600; }
+header .meta { color: var(--muted); font-size: 13px; margin-left: auto; }
+main { padding: 24px 32px 64px; }
+section { margin-bottom: 48px; }
+h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px solid {{.Brand.ButtonColor}}; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 20px; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; overflow: hidden; display: flex; flex-direction: column; }
+.card .head { padding: 12px 16px; border-bottom: 1px solid var(--line); }
+.card .head .where { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.card .head .subject { font-weight: 600; margin-top: 2px; }
+.card .body { display: grid; grid-template-columns: 3fr 2fr; min-height: 520px; }
+.card iframe { width: 100%; height: 100%; min-height: 520px; border: 0; border-right: 1px solid var(--line); background: #f4f5f7; }
+.card pre { margin: 0; padding: 12px 14px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; overflow: auto; max-height: 520px; color: #374151; }
+.card .files { padding: 8px 16px; border-top: 1px solid var(--line); font-size: 12px; color: var(--muted); }
+.card .files a { color: var(--muted); }
+</style>
+</head>
+<body>
+<header>
+<h1>{{.Brand.Name}} emails</h1>
+<nav>{{range .Kinds}}<a href="#{{.}}">{{title .}}</a>{{end}}</nav>
+<span class="meta">{{len .Previews}} previews · {{range $i, $l := .Locales}}{{if $i}}, {{end}}{{index $.Names $l}}{{end}} · sample data · {{.Generated}}</span>
+</header>
+<main>
+{{range $kind := .Kinds}}
+<section id="{{$kind}}">
+<h2>{{title $kind}}</h2>
+<div class="grid">
+{{range $.Previews}}{{if eq .Kind $kind}}
+<article class="card" id="{{.Kind}}-{{orgName .Org}}-{{.Locale}}">
+<div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}</div><div class="subject">{{.Subject}}</div></div>
+<div class="body"><iframe src="{{.HTMLFile}}" title="{{.Subject}}" loading="lazy"></iframe><pre>{{.Text}}</pre></div>
+<div class="files">{{range $i, $f := .Files}}{{if $i}} · {{end}}{{$f}}{{end}} · <a href="{{.HTMLFile}}">HTML</a> · <a href="{{.TextFile}}">text</a></div>
+</article>
+{{end}}{{end}}
+</div>
+</section>
+{{end}}
+</main>
+</body>
+</html>
+`))
