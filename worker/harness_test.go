@@ -31,6 +31,8 @@ type harness struct {
 	logs   *syncBuffer
 	opts   Options
 	wosURL string
+	// templates, when set, replace the built-in ones with the brand Acme.
+	templates *mailer.Templates
 }
 
 type syncBuffer struct {
@@ -93,13 +95,26 @@ func (h *harness) restart() {
 }
 
 func (h *harness) worker() *Worker {
-	templates, err := mailer.LoadTemplates(mailer.TemplateOptions{Brand: mailer.Brand{Name: "Acme"}})
-	if err != nil {
-		h.t.Fatal(err)
+	templates := h.templates
+	if templates == nil {
+		templates = mustTemplates(h.t, mailer.TemplateOptions{Brand: mailer.Brand{Name: "Acme"}})
 	}
 	enc := zap.NewProductionEncoderConfig()
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(h.logs), zapcore.DebugLevel))
 	return New(h.opts, NewWorkOSClient(testAPIKey, h.wosURL, 2*time.Second), h.store, h.ses2, templates, log)
+}
+
+func mustTemplates(t *testing.T, opts mailer.TemplateOptions) *mailer.Templates {
+	t.Helper()
+	tm, err := mailer.LoadTemplates(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tm
+}
+
+func fakeworkosInvitation(email, org string) fakeworkos.Invitation {
+	return fakeworkos.Invitation{Email: email, ExpiresAt: time.Now().Add(24 * time.Hour), OrganizationID: org}
 }
 
 // run runs the worker until the stream is drained.

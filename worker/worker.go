@@ -650,14 +650,17 @@ func (w *Worker) noticeChecks(ev Event, ref eventRef, rec *store.Delivery, now t
 	case ev.Type == "authentication.email_verification_succeeded" && ref.Status != "succeeded":
 		return finalAs(rec, store.Skipped, ReasonNotVerified, fmt.Sprintf("the verification did not succeed (status %q)", truncate(ref.Status, 40))), true, nil
 	}
-	rec.OnceKey = welcomeKey(rec.ObjectID)
-	holder, err := w.store.OnceHolder(rec.OnceKey)
+	holder, err := w.store.OnceHolder(welcomeKey(rec.ObjectID))
 	if err != nil {
 		return res, true, err
 	}
-	if holder != "" && holder != rec.EventID {
+	// A delivery that took the key carries it in its record (a retry, a resume after a
+	// restart). One without it is new: if the key names its own event, that event was
+	// welcomed before its record was pruned.
+	if holder != "" && (holder != rec.EventID || rec.OnceKey == "") {
 		return finalAs(rec, store.Skipped, ReasonAlreadySent, "the user was welcomed already (event "+truncate(holder, 80)+")"), true, nil
 	}
+	rec.OnceKey = welcomeKey(rec.ObjectID)
 	return res, false, nil
 }
 

@@ -454,6 +454,10 @@ func TestConformsToWorkOSSpec(t *testing.T) {
 	_, magic, _ := f.AddCode("magic_auth", "marcelina@example.com", user, soon)
 	_, verification, _ := f.AddCode("email_verification", "marcelina@example.com", user, soon)
 	_, reset, _ := f.AddPasswordReset("marcelina@example.com", user, soon)
+	// The welcome and password notices' events, from the helpers the worker tests use.
+	_, signedUp := f.SignUp("Alan", "Turing", "alan@example.com", false, map[string]string{"locale": "de"})
+	f.VerifyEmail(signedUp)
+	f.ChangePassword(signedUp)
 
 	// Event types the fake has no helper for (tests emit them with AddRawEvent): the ones the
 	// WorkOS docs pair with the objects above. Their data is a snapshot of the fake's own
@@ -505,7 +509,7 @@ func TestConformsToWorkOSSpec(t *testing.T) {
 		"/user_management/invitations/" + revoked, "/user_management/invitations/" + accepted,
 		"/user_management/invitations/" + expired, "/user_management/invitations/" + laterRevoked,
 		"/user_management/magic_auth/" + magic, "/user_management/email_verification/" + verification,
-		"/user_management/password_reset/" + reset, "/user_management/users/" + user, "/organizations/" + org,
+		"/user_management/password_reset/" + reset, "/user_management/users/" + user, "/user_management/users/" + signedUp, "/organizations/" + org,
 	} {
 		c.check(http.StatusOK, c.get(p, specAPIKey))
 	}

@@ -61,7 +61,7 @@ var _ worker.Observer = (*Metrics)(nil)
 
 // Label values the metrics accept; anything else becomes "other".
 var (
-	knownKinds  = []string{mailer.KindInvitation, mailer.KindMagicAuth, mailer.KindEmailVerification, mailer.KindPasswordReset, "welcome", "password_changed"}
+	knownKinds  = mailer.AllKinds
 	finalStates = []string{string(store.Sent), string(store.Skipped), string(store.Dead), string(store.Ambiguous)}
 )
 
