@@ -83,6 +83,11 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"retention shorter than WorkOS keeps events", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  retention: 30d\n", "", "store.retention"},
 		{"color", "workos:\n  api_key: k\nmailer:\n  driver: log\nbrand:\n  primary_color: red;x\n", "", "brand.primary_color"},
 		{"env override", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_DELIVERY_CONCURRENCY=0", "delivery.concurrency"},
+		{"http app link", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  app_url: http://app.example.com/\n", "", "links.app_url"},
+		{"time zone", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  time_zone: Mars/Olympus\n", "", "templates.time_zone"},
+		{"default locale without messages", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: tlh\n", "", "templates.default_locale"},
+		{"organization locale without messages", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  org_locales:\n    org_01: xx\n", "", "templates.org_locales"},
+		{"missing template directory", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  dir: /nonexistent/templates\n", "", "templates.dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if k, v, ok := strings.Cut(tc.env, "="); ok {
@@ -93,6 +98,85 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want 2 naming %s", code, stderr, tc.key)
 			}
 		})
+	}
+}
+
+// A template that does not parse stops `run` with exit 2 before the store is opened, naming the
+// file and the line; `render` says the same.
+func TestBrokenTemplateExits2WithFileAndLine(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "de"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := filepath.Join(dir, "de", "invitation.html")
+	if err := os.WriteFile(tmpl, []byte("{{define \"content\"}}\n<p>Hallo\n{{if .OrganizationName}}\n{{end}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(t.TempDir(), "state.db")
+	cfg := writeConfig(t, "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  path: "+store+"\ntemplates:\n  dir: "+dir+"\n")
+	for _, args := range [][]string{{"run"}, {"render", "invitation"}} {
+		code, _, stderr := cli(t, context.Background(), append(args, "--config", cfg)...)
+		if code != exitUsage || !strings.Contains(stderr, tmpl+":4") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s:4", args, code, stderr, tmpl)
+		}
+	}
+	if _, err := os.Stat(store); err == nil {
+		t.Error("run opened (created) the store before checking the templates")
+	}
+}
+
+// render prints one email with sample data, HTML or text, in a locale, with an
+// organization's templates; --all writes a gallery with every kind in every locale.
+func TestRender(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "org_01ACME"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "org_01ACME", "magic_auth.txt"), []byte(`{{define "content"}}ACME CODE {{.Code}}{{end}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, "brand:\n  name: Robodesk\ntemplates:\n  dir: "+dir+"\n") // no mailer.from: render sends nothing
+	for _, tc := range []struct {
+		args     []string
+		want     string
+		inStderr string
+	}{
+		{[]string{"render", "magic_auth"}, "<!DOCTYPE html>", "subject: Your sign-in code for Robodesk"},
+		{[]string{"render", "magic_auth", "--text", "--locale", "de"}, "Geben Sie diesen Code ein", "locale: de"},
+		{[]string{"render", "password_changed", "--text", "--locale", "ja"}, "パスワードが変更されました", "locale: ja"},
+		{[]string{"render", "magic_auth", "--text", "--org", "org_01ACME"}, "ACME CODE 123456", filepath.Join(dir, "org_01ACME", "magic_auth.txt")},
+	} {
+		code, stdout, stderr := cli(t, context.Background(), append(tc.args, "--config", cfg)...)
+		if code != exitOK || !strings.Contains(stdout, tc.want) || !strings.Contains(stderr, tc.inStderr) {
+			t.Errorf("%v: exit %d, stdout %.200q, stderr %q; want %q and %q", tc.args, code, stdout, stderr, tc.want, tc.inStderr)
+		}
+	}
+	for _, args := range [][]string{{"render"}, {"render", "sms"}, {"render", "magic_auth", "--locale", "tlh"}, {"render", "--all"}, {"render", "magic_auth", "--all", "--out", dir}} {
+		if code, _, stderr := cli(t, context.Background(), append(args, "--config", cfg)...); code != exitUsage {
+			t.Errorf("%v: exit %d (%s), want 2", args, code, stderr)
+		}
+	}
+	out := t.TempDir()
+	code, stdout, stderr := cli(t, context.Background(), "render", "--all", "--out", out, "--config", cfg)
+	if code != exitOK {
+		t.Fatalf("render --all: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "72 previews") {
+		t.Errorf("render --all: %s", stdout)
+	}
+	index, err := os.ReadFile(filepath.Join(out, "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"default/ja/welcome.html", "default/pt-BR/invitation.txt", "org_01ACME/de/magic_auth.html"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("gallery lacks %s", f)
+		}
+		if !strings.Contains(string(index), f) {
+			t.Errorf("index.html does not show %s", f)
+		}
 	}
 }
 
