@@ -3,7 +3,6 @@ package mailer
 import (
 	"embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html"
 	htmltemplate "html/template"
@@ -200,30 +199,34 @@ func missingMessages(ref, c *catalog) []string {
 	return out
 }
 
-// arg is a name and value for a message's placeholder.
-type arg struct {
-	name  string
-	value any
-}
-
-func pairs(kv []any) ([]arg, error) {
-	if len(kv)%2 != 0 {
-		return nil, errors.New("arguments come in name-value pairs")
-	}
-	out := make([]arg, 0, len(kv)/2)
-	for i := 0; i < len(kv); i += 2 {
-		name, ok := kv[i].(string)
-		if !ok {
-			return nil, fmt.Errorf("argument name %v is not a string", kv[i])
+// lookup returns the value of the argument called name among kv (name-value pairs).
+func lookup(kv []any, name string) (any, bool) {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if n, _ := kv[i].(string); n == name {
+			return kv[i+1], true
 		}
-		out = append(out, arg{name, kv[i+1]})
 	}
-	return out, nil
+	return nil, false
 }
 
-// pick returns the text of key for args: the plural form for the count in arg "n" if the message
-// has forms.
-func (c *catalog) pick(key string, args []arg) (string, error) {
+func checkPairs(key string, kv []any) error {
+	if len(kv)%2 != 0 {
+		return fmt.Errorf("message %q: arguments come in name-value pairs", key)
+	}
+	for i := 0; i < len(kv); i += 2 {
+		if _, ok := kv[i].(string); !ok {
+			return fmt.Errorf("message %q: argument name %v is not a string", key, kv[i])
+		}
+	}
+	return nil
+}
+
+// pick returns the text of key for kv: the plural form for the count in argument n if the
+// message has forms.
+func (c *catalog) pick(key string, kv []any) (string, error) {
+	if err := checkPairs(key, kv); err != nil {
+		return "", err
+	}
 	m, ok := c.messages[key]
 	if !ok {
 		return "", fmt.Errorf("no message %q in locale %s", key, c.name)
@@ -231,15 +234,9 @@ func (c *catalog) pick(key string, args []arg) (string, error) {
 	if m.forms == nil {
 		return m.text, nil
 	}
-	n := -1
-	for _, a := range args {
-		if a.name == "n" {
-			if v, ok := a.value.(int); ok {
-				n = v
-			}
-		}
-	}
-	if n < 0 {
+	v, _ := lookup(kv, "n")
+	n, ok := v.(int)
+	if !ok || n < 0 {
 		return "", fmt.Errorf("message %q needs a count n", key)
 	}
 	form := plural.Cardinal.MatchPlural(c.tag, n, 0, 0, 0, 0)
@@ -249,9 +246,13 @@ func (c *catalog) pick(key string, args []arg) (string, error) {
 	return m.forms[plural.Other], nil
 }
 
-// expand replaces {name} placeholders with the args, each passed through value. A placeholder
-// without an argument stays as it is, so a mistake shows instead of vanishing.
-func expand(text string, args []arg, literal func(string) string, value func(any) string) string {
+// expand replaces {name} placeholders with the arguments in kv, each passed through value; the
+// text around them goes through literal. A placeholder without an argument stays as it is, so
+// a mistake shows instead of vanishing.
+func expand(text string, kv []any, literal func(string) string, value func(any) string) string {
+	if strings.IndexByte(text, '{') < 0 {
+		return literal(text)
+	}
 	var b strings.Builder
 	b.Grow(len(text) + 32)
 	for {
@@ -263,17 +264,10 @@ func expand(text string, args []arg, literal func(string) string, value func(any
 		if end < 0 {
 			break
 		}
-		name := text[open+1 : open+end]
-		found := false
-		for _, a := range args {
-			if a.name == name {
-				b.WriteString(literal(text[:open]))
-				b.WriteString(value(a.value))
-				found = true
-				break
-			}
-		}
-		if !found {
+		if v, ok := lookup(kv, text[open+1:open+end]); ok {
+			b.WriteString(literal(text[:open]))
+			b.WriteString(value(v))
+		} else {
 			b.WriteString(literal(text[:open+end+1]))
 		}
 		text = text[open+end+1:]
@@ -294,36 +288,32 @@ func plainValue(v any) string {
 	return fmt.Sprint(v)
 }
 
+func same(s string) string { return s }
+
+func htmlValue(v any) string {
+	if h, ok := v.(htmltemplate.HTML); ok {
+		return string(h)
+	}
+	return html.EscapeString(plainValue(v))
+}
+
 // T is a message as plain text, for subjects and text bodies.
 func (c *catalog) T(key string, kv ...any) (string, error) {
-	args, err := pairs(kv)
-	if err != nil {
-		return "", fmt.Errorf("message %q: %w", key, err)
-	}
-	text, err := c.pick(key, args)
+	text, err := c.pick(key, kv)
 	if err != nil {
 		return "", err
 	}
-	return expand(text, args, func(s string) string { return s }, plainValue), nil
+	return expand(text, kv, same, plainValue), nil
 }
 
 // TH is a message as HTML: its text and every value are escaped, but values that are already
 // HTML (from the strong and mailto helpers), which go in as they are.
 func (c *catalog) TH(key string, kv ...any) (htmltemplate.HTML, error) {
-	args, err := pairs(kv)
-	if err != nil {
-		return "", fmt.Errorf("message %q: %w", key, err)
-	}
-	text, err := c.pick(key, args)
+	text, err := c.pick(key, kv)
 	if err != nil {
 		return "", err
 	}
-	return htmltemplate.HTML(expand(text, args, html.EscapeString, func(v any) string {
-		if h, ok := v.(htmltemplate.HTML); ok {
-			return string(h)
-		}
-		return html.EscapeString(plainValue(v))
-	})), nil
+	return htmltemplate.HTML(expand(text, kv, html.EscapeString, htmlValue)), nil
 }
 
 // Duration phrases d in whole units, rounded: "10 minutes", "7 Tage", "3時間".

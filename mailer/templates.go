@@ -578,25 +578,28 @@ func (t *Templates) render(kt *kindTemplates, data Data, locale string) (Rendere
 // tidyText trims trailing spaces from lines and runs of blank lines a template's conditionals
 // leave behind, so the text version reads as if written by hand.
 func tidyText(b []byte) string {
-	lines := strings.Split(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n")
-	out := make([]string, 0, len(lines))
-	blank := 0
-	for _, l := range lines {
-		l = strings.TrimRight(l, " \t")
-		if l == "" {
-			blank++
-			if blank > 1 || len(out) == 0 {
-				continue
-			}
+	out := make([]byte, 0, len(b)+1)
+	blank := 0 // blank lines seen since the last text
+	for len(b) > 0 {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
 		} else {
-			blank = 0
+			b = nil
 		}
-		out = append(out, l)
+		line = bytes.TrimRight(line, " \t\r")
+		if len(line) == 0 {
+			blank++
+			continue
+		}
+		if blank > 0 && len(out) > 0 {
+			out = append(out, '\n')
+		}
+		blank = 0
+		out = append(out, line...)
+		out = append(out, '\n')
 	}
-	for len(out) > 0 && out[len(out)-1] == "" {
-		out = out[:len(out)-1]
-	}
-	return strings.Join(out, "\n") + "\n"
+	return string(out)
 }
 
 // buffers are reused across renders: a rendered email is a few KiB, and growing a fresh buffer

@@ -498,3 +498,18 @@ func TestOperatorMessages(t *testing.T) {
 		t.Errorf("locales %v lack the added one", tm.Locales())
 	}
 }
+
+func BenchmarkRender(b *testing.B) {
+	tm := loadSample(b, TemplateOptions{})
+	for _, kind := range []string{KindInvitation, KindMagicAuth} {
+		b.Run(kind, func(b *testing.B) {
+			d := SampleData(kind, sampleNow)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tm.Render(d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
