@@ -84,12 +84,12 @@ func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
 
 // sesHTTPClient is the SDK's default client with room for the sends in flight: the default
 // keeps 10 idle connections per host, so with more deliveries than that in flight, sends would
-// keep opening (and TLS-handshaking) new connections. A write buffer that holds a whole request
-// puts it on the wire in one write instead of one per 4 KiB.
+// keep opening (and TLS-handshaking) new connections. A write buffer that holds a typical
+// request puts it on the wire in one write instead of one per 4 KiB.
 func sesHTTPClient() *awshttp.BuildableClient {
 	return awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConnsPerHost = maxIdleSESConns
-		t.WriteBufferSize = 64 << 10
+		t.WriteBufferSize = 16 << 10
 	})
 }
 

@@ -185,7 +185,7 @@ func (t oldestFirst) RoundTrip(req *http.Request) (*http.Response, error) {
 func workosTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = maxIdleWorkOSConns
-	t.ReadBufferSize = 32 << 10 // a page of events in a few reads, not dozens
+	t.ReadBufferSize = 16 << 10 // a page of events in a few reads, not dozens
 	return drainBodies{t}
 }
 

@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/workos-emailer/workos-emailer/internal/gctune"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
@@ -195,7 +194,6 @@ func shutdownContext(parent context.Context, log *zap.Logger) (context.Context, 
 
 // runDaemon opens the store, builds the pipeline and runs it until ctx ends.
 func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
-	gcPercent := gctune.Apply()
 	templates, err := cfg.loadTemplates()
 	if err != nil {
 		return err
@@ -237,7 +235,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	}
 	defer obs.shutdown() // after the worker drains, before the store closes
 	log.Info("workos-emailer started", zap.String("version", version), zap.String("store", st.Path()),
-		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")), zap.Int("gogc", gcPercent))
+		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", orDefault(cfg.configFileUsed, "(none)")))
 	if err := w.Run(ctx); err != nil {
 		return fmt.Errorf("delivery pipeline stopped: %w", err)
 	}

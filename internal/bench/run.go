@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/workos-emailer/workos-emailer/internal/gctune"
 	"github.com/workos-emailer/workos-emailer/internal/metrics"
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/mailer"
@@ -207,7 +206,6 @@ var benchBrand = mailer.Brand{Name: "Bench", PrimaryColor: "#0f766e", SupportEma
 func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan struct{}) error {
 	ctx, cancel := stopContext(stop)
 	defer cancel()
-	gctune.Apply() // as runDaemon does
 	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
 		return err
 	}
