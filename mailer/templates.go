@@ -495,6 +495,12 @@ func (t *Templates) compile(locale string, srcs [6]source) (*kindTemplates, erro
 	if _, err = kt.text.New(srcs[4].shown).Parse(srcs[4].text); err != nil {
 		return nil, err
 	}
+	for _, tt := range append(kt.text.Templates(), kt.subject) {
+		foldMessages(tt.Tree, cat, same)
+	}
+	for _, ht := range kt.html.Templates() {
+		foldMessages(ht.Tree, cat, html.EscapeString)
+	}
 	return kt, nil
 }
 

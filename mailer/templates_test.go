@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"text/template/parse"
 	"time"
 
 	"golang.org/x/text/feature/plural"
@@ -511,5 +512,57 @@ func BenchmarkRender(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The built-in templates' messages are folded into them when they are compiled (fold.go): no
+// action calls t any more, and a template's argument only when the message has placeholders.
+func TestMessagesAreFoldedIntoTheTemplates(t *testing.T) {
+	tm := loadSample(t, TemplateOptions{})
+	var calls []string
+	var walk func(name string, n parse.Node)
+	walk = func(name string, n parse.Node) {
+		switch n := n.(type) {
+		case *parse.ListNode:
+			if n != nil {
+				for _, c := range n.Nodes {
+					walk(name, c)
+				}
+			}
+		case *parse.IfNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.WithNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.RangeNode:
+			walk(name, n.List)
+			walk(name, n.ElseList)
+		case *parse.ActionNode:
+			if strings.Contains(n.String(), "t \"") {
+				calls = append(calls, name+": "+n.String())
+			}
+		case *parse.TemplateNode:
+			for _, cmd := range n.Pipe.Cmds {
+				for _, a := range cmd.Args {
+					if p, ok := a.(*parse.PipeNode); ok && strings.HasPrefix(p.String(), "t \"") && !strings.Contains(p.String(), "\" \"") {
+						calls = append(calls, name+": "+n.String()) // (t "key") alone: a constant
+					}
+				}
+			}
+		}
+	}
+	for key, kt := range tm.sets {
+		for _, tt := range append(kt.text.Templates(), kt.subject) {
+			walk(key.locale+" "+tt.Name(), tt.Tree.Root)
+		}
+		for _, ht := range kt.html.Templates() {
+			walk(key.locale+" "+ht.Name(), ht.Tree.Root)
+		}
+	}
+	if len(calls) > 0 {
+		slices.Sort(calls)
+		calls = slices.Compact(calls)
+		t.Errorf("%d message calls not folded, e.g. %v", len(calls), calls[:min(len(calls), 5)])
 	}
 }
