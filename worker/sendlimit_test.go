@@ -122,8 +122,8 @@ func newFrozenClock() *frozenClock {
 func (c *frozenClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *frozenClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// With the real limiter at 50/s (burst 3) on a clock that stands still, 20 emails get permits
-// 1/50 s apart after the first three: the waits add up to exactly 3.06 s, whatever the schedule.
+// With the real limiter at 50/s (burst 2) on a clock that stands still, 20 emails get permits
+// 1/50 s apart after the first two: the waits add up to exactly 3.42 s, whatever the schedule.
 func TestWorkerIsPacedByTheLimiter(t *testing.T) {
 	h := newHarness(t)
 	clk := newFrozenClock()
@@ -140,7 +140,7 @@ func TestWorkerIsPacedByTheLimiter(t *testing.T) {
 	}
 	st := lim.Status()
 	want := time.Duration(0)
-	for k := 1; k <= 17; k++ {
+	for k := 1; k <= 18; k++ {
 		want += time.Duration(float64(k) / 50 * float64(time.Second))
 	}
 	if (st.Waited-want).Abs() > time.Millisecond || st.InFlight != 0 || st.SentSinceQuotaRead != 20 {

@@ -2,8 +2,9 @@
 // worker.SendLimiter:
 //
 //   - a token bucket (golang.org/x/time/rate) at the account's MaxSendRate from GetAccount, or at
-//     mailer.ses.max_send_rate when that is set; the burst is 7.5% of the rate (at least 1),
-//     so no one-second window sees more than the rate plus 7.5% (plus one for rates under 14/s);
+//     mailer.ses.max_send_rate when that is set; the burst is 5% of the rate (at least 1),
+//     so no one-second window sees more than the rate plus 5% (plus one for rates under 20/s),
+//     leaving room within SES's tolerance for sends a slow commit holds back and lets go together;
 //   - throttling answers from SES halve the rate (at most once a second, never below a tenth of
 //     the target); after 10 s without throttling it climbs back by 5% of the target per second;
 //   - the 24-hour quota: with SentLast24Hours from the last GetAccount reading plus what was sent
@@ -40,7 +41,7 @@ const (
 	decreaseHold    = time.Second      // throttles within this of a decrease are the same episode
 	quietPeriod     = 10 * time.Second // recovery starts this long after the last throttle
 	recoverFraction = 0.05             // then the rate grows by this share of the target per second
-	burstFraction   = 0.075            // burst: 7.5% of the rate, at least 1: a 1-second window stays within 7.5% of the rate
+	burstFraction   = 0.05             // burst: 5% of the rate, at least 1: a 1-second window stays within 5% of the rate
 	minQuotaRetry   = 10 * time.Second // a refused permit is asked again at the earliest after this
 	// A reading older than this says nothing about the rolling 24-hour window any more.
 	staleQuota = 24 * time.Hour
@@ -117,7 +118,7 @@ func New(opts Options) *Limiter {
 	return l
 }
 
-// burstFor is the bucket size at rate r: 75 ms worth, at least one.
+// burstFor is the bucket size at rate r: 50 ms worth, at least one.
 func burstFor(r float64) int {
 	return max(1, int(math.Floor(r*burstFraction)))
 }

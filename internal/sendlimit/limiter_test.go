@@ -93,7 +93,7 @@ func TestPacesAtTheRateWithASmallBurst(t *testing.T) {
 	for _, tc := range []struct {
 		rate  float64
 		burst int
-	}{{1, 1}, {10, 1}, {14, 1}, {50, 3}, {200, 15}} {
+	}{{1, 1}, {10, 1}, {19, 1}, {20, 1}, {50, 2}, {200, 10}} {
 		clk := newClock()
 		l := New(Options{Rate: tc.rate, Now: clk.Now})
 		// Many senders at one instant: the burst goes at once, then one every 1/rate.
