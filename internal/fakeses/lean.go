@@ -44,39 +44,51 @@ func (s *Server) Accept(w http.ResponseWriter, r *http.Request, accepted func(Me
 	return true
 }
 
-// leanMessage reads a SendEmail body's addresses, subject and tags; ok is false when a
-// required field is missing.
+// leanMessage reads a SendEmail body's addresses, subject and tags in one pass; ok is false
+// when a required field is missing.
 func leanMessage(body []byte) (m Message, ok bool) {
-	var err error
-	if m.From, err = jsonparser.GetString(body, "FromEmailAddress"); err != nil || m.From == "" {
-		return m, false
+	paths := [][]string{
+		{"FromEmailAddress"}, {"Destination", "ToAddresses"}, {"ReplyToAddresses"},
+		{"Content", "Simple", "Subject", "Data"}, {"ConfigurationSetName"}, {"EmailTags"},
+		{"Content", "Simple"},
 	}
-	strings := func(dst *[]string, path ...string) {
-		_, _ = jsonparser.ArrayEach(body, func(v []byte, t jsonparser.ValueType, _ int, _ error) {
+	strs := func(dst *[]string, v []byte) {
+		_, _ = jsonparser.ArrayEach(v, func(v []byte, t jsonparser.ValueType, _ int, _ error) {
 			if t == jsonparser.String {
 				if s, err := jsonparser.ParseString(v); err == nil {
 					*dst = append(*dst, s)
 				}
 			}
-		}, path...)
+		})
 	}
-	strings(&m.To, "Destination", "ToAddresses")
-	strings(&m.ReplyTo, "ReplyToAddresses")
-	if len(m.To) == 0 {
-		return m, false
-	}
-	if _, t, _, err := jsonparser.Get(body, "Content", "Simple"); err != nil || t != jsonparser.Object {
-		return m, false
-	}
-	m.Subject, _ = jsonparser.GetString(body, "Content", "Simple", "Subject", "Data")
-	m.ConfigurationSet, _ = jsonparser.GetString(body, "ConfigurationSetName")
+	simple := false
 	m.Tags = map[string]string{}
-	_, _ = jsonparser.ArrayEach(body, func(v []byte, _ jsonparser.ValueType, _ int, _ error) {
-		name, err1 := jsonparser.GetString(v, "Name")
-		value, err2 := jsonparser.GetString(v, "Value")
-		if err1 == nil && err2 == nil {
-			m.Tags[name] = value
+	jsonparser.EachKey(body, func(i int, v []byte, t jsonparser.ValueType, err error) {
+		if err != nil {
+			return
 		}
-	}, "EmailTags")
-	return m, true
+		switch i {
+		case 0:
+			m.From, _ = jsonparser.ParseString(v)
+		case 1:
+			strs(&m.To, v)
+		case 2:
+			strs(&m.ReplyTo, v)
+		case 3:
+			m.Subject, _ = jsonparser.ParseString(v)
+		case 4:
+			m.ConfigurationSet, _ = jsonparser.ParseString(v)
+		case 5:
+			_, _ = jsonparser.ArrayEach(v, func(v []byte, _ jsonparser.ValueType, _ int, _ error) {
+				name, err1 := jsonparser.GetString(v, "Name")
+				value, err2 := jsonparser.GetString(v, "Value")
+				if err1 == nil && err2 == nil {
+					m.Tags[name] = value
+				}
+			})
+		case 6:
+			simple = t == jsonparser.Object
+		}
+	}, paths...)
+	return m, m.From != "" && len(m.To) > 0 && simple
 }
