@@ -187,7 +187,7 @@ func TestAgainstSESEmulator(t *testing.T) {
 		"invitation":         "You're invited to join " + hostileOrg,
 		"magic_auth":         "Your sign-in code for Acme",
 		"email_verification": "Verify your email address for Acme",
-		"password_reset":     "Reset your password for Acme",
+		"password_reset":     "Reset your Acme password",
 	}
 	for _, w := range wants {
 		e, ok := byTo[w.to]
