@@ -46,7 +46,7 @@ func screenshot(t *testing.T, chromium, url, out string, width, height int, extr
 	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
 		"--user-data-dir=" + t.TempDir(), "--virtual-time-budget=5000",
-		"--window-size=" + itoa(width) + "," + itoa(height), "--screenshot=" + out}, extra...)
+		"--window-size=" + strconv.Itoa(width) + "," + strconv.Itoa(height), "--screenshot=" + out}, extra...)
 	cmd := exec.CommandContext(ctx, chromium, append(args, url)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("chromium: %v\n%s", err, tail(string(b), 10))
@@ -62,8 +62,6 @@ func screenshot(t *testing.T, chromium, url, out string, width, height int, extr
 	}
 	return img
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // colorShare is the share of img's pixels within a few steps of c.
 func colorShare(img image.Image, c color.RGBA) float64 {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/workos-emailer/workos-emailer/internal/bench"
+	"github.com/workos-emailer/workos-emailer/worker"
 )
 
 func main() {
@@ -26,7 +27,7 @@ func main() {
 	flag.IntVar(&cfg.Events, "events", 0, "override every scenario's event count (0: the scenario's own)")
 	flag.DurationVar(&cfg.WorkOSLatency, "workos-latency", -1, "added latency per WorkOS request for every scenario (default: the scenario's)")
 	flag.DurationVar(&cfg.SESLatency, "ses-latency", -1, "added latency per SES request for every scenario (default: the scenario's)")
-	flag.IntVar(&cfg.Concurrency, "concurrency", 16, "delivery.concurrency of the pipeline")
+	flag.IntVar(&cfg.Concurrency, "concurrency", worker.DefaultConcurrency, "delivery.concurrency of the pipeline")
 	flag.IntVar(&cfg.PageSize, "page-size", 100, "workos.page_size (events per page) for both implementations")
 	flag.IntVar(&cfg.Count, "count", 1, "run each scenario this many times and report the median run with the range")
 	flag.DurationVar(&cfg.NaiveMax, "naive-max", 0, "time box of a naive run (default 1m, -quick 10s)")

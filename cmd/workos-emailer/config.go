@@ -107,7 +107,7 @@ func defaults(v *viper.Viper) {
 		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
 		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
-		"delivery.concurrency": 16, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
+		"delivery.concurrency": worker.DefaultConcurrency, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
 		"delivery.on_ambiguous": worker.OnAmbiguousHold,
 		"events.enabled":        mailer.CoreKinds,
 		"templates.dir":         "", "templates.default_locale": "en", "templates.org_locales": map[string]string{},

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/workos-emailer/workos-emailer/worker"
 )
 
 // Scenario is one workload.
@@ -148,7 +150,7 @@ func Run(cfg Config) (*Report, error) {
 		cfg.NaiveMax = time.Minute
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16 // delivery.concurrency's default
+		cfg.Concurrency = worker.DefaultConcurrency
 	}
 	if cfg.Count <= 0 {
 		cfg.Count = 1
