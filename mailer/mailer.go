@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -71,6 +72,56 @@ func (e *SendError) Error() string {
 }
 
 func (e *SendError) Unwrap() error { return e.Err }
+
+// CodeCredentialsUnavailable is the Code of a Paused SendError for a send that could not start
+// because the AWS credentials could not be resolved (an instance role, container endpoint or
+// STS refresh failing): nothing reached SES.
+const CodeCredentialsUnavailable = "CredentialsUnavailable"
+
+// PauseReason says in a few words why the account cannot send, for readiness and status; ""
+// when err is not a Paused SendError.
+func PauseReason(err error) string {
+	var se *SendError
+	switch {
+	case !errors.As(err, &se) || se.Class != Paused:
+		return ""
+	case se.Code == CodeCredentialsUnavailable:
+		return "AWS credentials cannot be resolved"
+	case se.Code != "":
+		return "SES refuses to send for the account (" + se.Code + ")"
+	}
+	return "the mail provider refuses to send for the account"
+}
+
+// redacted is an error whose text has what looks like an email address replaced. Providers
+// echo addresses in their messages (SES: "...failed the check in region US-EAST-1:
+// user@example.com"), and those texts become logged and stored reasons, where addresses must
+// not be. Unwrap keeps the cause for errors.As; ErrorDetail has the full text.
+type redacted struct{ err error }
+
+func (r redacted) Error() string { return RedactAddresses(r.err.Error()) }
+func (r redacted) Unwrap() error { return r.err }
+
+// addressLike is anything of the shape local@domain, however unusual (a quoted local part,
+// Unicode), without the punctuation that ends a sentence.
+var addressLike = regexp.MustCompile(`[^\s@<>()\[\]{},;:']+@[^\s@<>()\[\]{},;:"']*[^\s@<>()\[\]{},;:"'.!?]`)
+
+// RedactAddresses replaces what looks like an email address in s with "<address>".
+func RedactAddresses(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	return addressLike.ReplaceAllLiteralString(s, "<address>")
+}
+
+// ErrorDetail is err's text with the parts a SendError redacts left in: for debug logs only.
+func ErrorDetail(err error) string {
+	var r redacted
+	if errors.As(err, &r) {
+		return r.err.Error()
+	}
+	return err.Error()
+}
 
 // Unavailable reports whether err is a retryable failure of the service rather than of the
 // message.

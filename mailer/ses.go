@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
 )
 
 // SESOptions configures the SES transport.
@@ -30,6 +32,9 @@ type SESOptions struct {
 	HTTPClient *http.Client
 	// Credentials overrides the AWS default credential chain (tests).
 	Credentials aws.CredentialsProvider
+
+	// apiOptions are added to every SES call's middleware stack (tests observe the SDK there).
+	apiOptions []func(*middleware.Stack) error
 }
 
 // SES sends through Amazon SES v2 SendEmail.
@@ -78,6 +83,10 @@ func NewSES(ctx context.Context, opts SESOptions) (*SES, error) {
 		if opts.Endpoint != "" {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
+		// Only the SES client's own requests go through sesRequests; the credential providers
+		// (instance metadata, container endpoint, STS) keep cfg.HTTPClient.
+		o.HTTPClient = sesRequests{o.HTTPClient}
+		o.APIOptions = append(o.APIOptions, opts.apiOptions...)
 	})
 	return &SES{client: client, opts: opts}, nil
 }
@@ -131,15 +140,15 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
 	defer cancel()
+	// Credentials first: the SDK resolves them inside SendEmail, and a provider that cannot
+	// (an instance role's or a container endpoint's refresh failing) is a problem of the
+	// account's access, not of this message. The cache makes this free while they are valid.
+	if _, err := s.client.Options().Credentials.Retrieve(ctx); err != nil {
+		return "", &SendError{Class: Paused, Code: CodeCredentialsUnavailable,
+			Err: redacted{fmt.Errorf("resolve AWS credentials (env, shared config/profile or instance role): %w", err)}}
+	}
 	var wrote atomic.Bool
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteRequest: func(info httptrace.WroteRequestInfo) {
-			if info.Err == nil {
-				wrote.Store(true)
-			}
-		},
-	})
-	out, err := s.client.SendEmail(ctx, in)
+	out, err := s.client.SendEmail(context.WithValue(ctx, wroteKey{}, &wrote), in)
 	if err != nil {
 		return "", classifySES(err, wrote.Load())
 	}
@@ -148,6 +157,45 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 	}
 	return *out.MessageId, nil
 }
+
+// wroteKey marks a SendEmail call's context with where sesRequests reports that the request
+// reached the connection in full.
+type wroteKey struct{}
+
+// sesRequests is the SES client's HTTP client: it tells "never sent" from "maybe sent", and
+// keeps net/http from closing a connection under an arriving answer.
+type sesRequests struct{ base sesv2.HTTPClient }
+
+func (c sesRequests) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		req = req.WithContext(req.Context()) // a shallow copy: the SDK keeps its own request
+		req.Body = readOnlyBody{req.Body}
+	}
+	// The trace sits on this request only. Put on SendEmail's context, it also saw the
+	// credential providers' requests, which run inside SendEmail with the same context: a
+	// refresh that failed after its request was written made a send that never reached SES
+	// look as if SES might have accepted it.
+	if wrote, ok := req.Context().Value(wroteKey{}).(*atomic.Bool); ok {
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			WroteRequest: func(info httptrace.WroteRequestInfo) {
+				if info.Err == nil {
+					wrote.Store(true)
+				}
+			},
+		}))
+	}
+	return c.base.Do(req)
+}
+
+// readOnlyBody hides the request body's WriteTo from net/http. smithy-go closes the body as
+// soon as the answer's headers are in, and its closed body's WriteTo returns io.EOF, where
+// io.WriterTo must return nil at the end of the data. net/http's write loop, after sending
+// Content-Length bytes, copies the rest of the body to io.Discard to check that nothing is
+// left; when that copy runs after the close it goes through WriteTo, gets io.EOF as an error
+// and closes the connection while the answer's body is still arriving: a message SES accepted
+// looked unanswered (ambiguous, and a duplicate under on_ambiguous: resend). Through Read, a
+// closed body is a plain end of data.
+type readOnlyBody struct{ io.ReadCloser }
 
 // tagValue keeps SES tag values within their allowed alphabet (ASCII letters, digits, _ - . @).
 func tagValue(s string) string {
@@ -195,8 +243,11 @@ var (
 )
 
 // classifySES turns an SDK error into a SendError. wrote says whether the HTTP request was
-// written to the connection: if it was and no answer came back, SES may have accepted it.
-func classifySES(err error, wrote bool) error {
+// written to the connection: if it was and no answer came back, SES may have accepted it. The
+// SendError's text has addresses redacted (SES echoes the recipient in some of its messages);
+// ErrorDetail has it in full.
+func classifySES(sdkErr error, wrote bool) error {
+	err := error(redacted{sdkErr})
 	status := 0
 	var respErr *awshttp.ResponseError
 	if errors.As(err, &respErr) {

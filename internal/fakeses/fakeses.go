@@ -28,6 +28,10 @@ type Message struct {
 type Server struct {
 	// Intercept, when set, sees every request first; returning true means it wrote the answer.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// BetweenHeadersAndBody, when set, splits a SendEmail success answer in two: the headers
+	// are flushed, the hook runs, then the body follows. SES's answers can arrive that way; a
+	// client must not take the gap for the end of the connection.
+	BetweenHeadersAndBody func(r *http.Request)
 
 	mu       sync.Mutex
 	messages []Message
@@ -138,6 +142,14 @@ func (s *Server) sendEmail(w http.ResponseWriter, r *http.Request) {
 	m.MessageID = fmt.Sprintf("0100018f-fake-%06d-000000", len(s.messages)+1)
 	s.messages = append(s.messages, m)
 	s.mu.Unlock()
+	if s.BetweenHeadersAndBody != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		s.BetweenHeadersAndBody(r)
+		_ = json.NewEncoder(w).Encode(map[string]any{"MessageId": m.MessageID})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"MessageId": m.MessageID})
 }
 
