@@ -9,6 +9,9 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"golang.org/x/net/idna"
 )
 
 // Message is one rendered email for one recipient. Its bodies carry secrets (codes, links): a
@@ -141,14 +144,36 @@ func ClassOf(err error) Class {
 }
 
 // ParseRecipient accepts exactly one bare address (user@domain) and refuses anything that could
-// turn into extra headers or recipients: CR/LF, display names, lists, groups.
+// turn into extra headers or recipients: CR/LF, display names, lists, groups. It returns the
+// address to send to: without surrounding spaces, and with an internationalized domain in the
+// ASCII (Punycode) form that SES and SMTP servers without SMTPUTF8 require. An address whose
+// local part is not ASCII cannot be sent through SES at all and is refused.
 func ParseRecipient(s string) (string, error) {
+	s = strings.Trim(s, " \t")
 	if s == "" {
 		return "", errors.New("recipient address is empty")
 	}
 	if strings.ContainsAny(s, "\r\n\x00") {
 		return "", errors.New("recipient address contains a line break or NUL")
 	}
+	// Errors never echo the address: reasons are stored and logged.
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return "", errors.New("recipient is not exactly one valid address")
+	}
+	local, domain := s[:at], s[at+1:]
+	if !isASCII(local) {
+		return "", errors.New("recipient address has a local part that is not ASCII (it needs SMTPUTF8, which SES does not offer)")
+	}
+	if !isASCII(domain) {
+		ascii, err := idna.Lookup.ToASCII(domain)
+		if err != nil || !isASCII(ascii) {
+			return "", errors.New("recipient address has a domain that is not a valid internationalized domain name")
+		}
+		s = local + "@" + ascii
+		domain = ascii
+	}
+	// The limit is SMTP's, so it applies to the address as sent.
 	if len(s) > 254 {
 		return "", errors.New("recipient address is longer than 254 characters")
 	}
@@ -157,14 +182,21 @@ func ParseRecipient(s string) (string, error) {
 		return "", errors.New("recipient is not exactly one valid address")
 	}
 	if addr.Name != "" || addr.Address != s {
-		// Errors never echo the address: reasons are stored and logged.
 		return "", errors.New("recipient must be a single bare address, not a name or list")
 	}
-	at := strings.LastIndexByte(s, '@')
-	if at <= 0 || at == len(s)-1 || !strings.Contains(s[at+1:], ".") && s[at+1:] != "localhost" {
+	if !strings.Contains(domain, ".") && domain != "localhost" {
 		return "", errors.New("recipient address has no domain")
 	}
 	return s, nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseSender validates a From or Reply-To value from configuration: one address, optionally

@@ -24,25 +24,47 @@ import (
 
 func TestParseRecipient(t *testing.T) {
 	for _, tc := range []struct {
-		in string
-		ok bool
+		in   string
+		want string // "" : refused
+		// reason the refusal names, when it must be specific
+		reason string
 	}{
-		{"user@example.com", true},
-		{"first.last+tag@sub.example.co.uk", true},
-		{"", false},
-		{"user@example.com\r\nBcc: x@example.com", false},
-		{"user@example.com\n", false},
-		{"a@example.com, b@example.com", false},
-		{"Name <user@example.com>", false},
-		{"undisclosed-recipients:;", false},
-		{"user", false},
-		{"user@", false},
-		{"user@nodot", false},
-		{strings.Repeat("a", 250) + "@example.com", false},
+		{in: "user@example.com", want: "user@example.com"},
+		{in: "first.last+tag@sub.example.co.uk", want: "first.last+tag@sub.example.co.uk"},
+		{in: "  user@example.com\t ", want: "user@example.com"},
+		// SES takes an internationalized domain only in its ASCII form.
+		{in: "user@bücher.example", want: "user@xn--bcher-kva.example"},
+		{in: "ünïcode@bücher.example", reason: "SMTPUTF8"},
+		{in: "用户@example.com", reason: "SMTPUTF8"},
+		{in: "user@例え.テスト", want: "user@xn--r8jz45g.xn--zckzah"},
+		{in: "user@xn--bcher-kva.example", want: "user@xn--bcher-kva.example"},
+		{in: "user@bü cher.example", reason: "internationalized domain"},
+		{in: "user@-bücher.example", reason: "internationalized domain"},
+		{in: ""},
+		{in: "   "},
+		{in: "user@example.com\r\nBcc: x@example.com", reason: "line break"},
+		{in: "user@example.com\n", reason: "line break"},
+		{in: "a@example.com, b@example.com"},
+		{in: "Name <user@example.com>"},
+		{in: "<user@example.com>"},
+		{in: "undisclosed-recipients:;"},
+		{in: "user"},
+		{in: "user@"},
+		{in: "@example.com"},
+		{in: "user@nodot", reason: "no domain"},
+		{in: strings.Repeat("a", 250) + "@example.com", reason: "longer than 254"},
+		{in: strings.Repeat("a", 230) + "@" + strings.Repeat("ü", 10) + ".example", reason: "longer than 254"},
 	} {
-		_, err := ParseRecipient(tc.in)
-		if (err == nil) != tc.ok {
-			t.Errorf("ParseRecipient(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+		got, err := ParseRecipient(tc.in)
+		switch {
+		case tc.want != "" && (err != nil || got != tc.want):
+			t.Errorf("ParseRecipient(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		case tc.want == "" && err == nil:
+			t.Errorf("ParseRecipient(%q) = %q, want refused", tc.in, got)
+		case err != nil && !strings.Contains(err.Error(), tc.reason):
+			t.Errorf("ParseRecipient(%q): %v, want a reason with %q", tc.in, err, tc.reason)
+		case err != nil && strings.Contains(err.Error(), "@"):
+			t.Errorf("ParseRecipient(%q): the error %q echoes the address", tc.in, err)
 		}
 	}
 }
