@@ -20,6 +20,7 @@ import (
 	texttemplate "text/template"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/text/language"
 )
@@ -629,14 +630,57 @@ func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// oneLineName drops control characters and folds whitespace, CR and LF included. It also drops
-// bidirectional overrides (U+202E and friends), which could make a name display as something
-// else, e.g. reverse a domain an inviter "works at".
+// oneLineName makes a name from WorkOS (an organization's, an inviter's, a user's) safe to show
+// on one line: it drops control characters, bidirectional overrides (U+202E and friends, which
+// could reverse a domain an inviter "works at") and other invisible characters ("Goo\u200bgle"
+// displays as "Google"), folds whitespace, CR and LF included, and cuts it to maxNameRunes.
 func oneLineName(s string) string {
-	return oneLine(strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) && !unicode.IsSpace(r) || unicode.Is(unicode.Bidi_Control, r) {
-			return -1
+	var b strings.Builder
+	b.Grow(len(s))
+	var prev rune
+	for i, r := range s {
+		if invisible(r) {
+			// Zero-width (non-)joiners shape Persian and Indic words and join emoji: kept there,
+			// dropped between Latin letters, where they only hide.
+			if r != '\u200c' && r != '\u200d' || !joinsScript(prev) {
+				continue
+			}
+			if next, _ := utf8.DecodeRuneInString(s[i+utf8.RuneLen(r):]); !joinsScript(next) {
+				continue
+			}
 		}
-		return r
-	}, s))
+		b.WriteRune(r)
+		prev = r
+	}
+	name := oneLine(b.String())
+	if utf8.RuneCountInString(name) <= maxNameRunes {
+		return name
+	}
+	runes := 0
+	for n := range name {
+		if runes == maxNameRunes-1 {
+			name = name[:n]
+			break
+		}
+		runes++
+	}
+	return strings.TrimRight(name, " ") + "…"
+}
+
+// maxNameRunes bounds a name in an email. WorkOS bounds none: a 10 kB organization name made a
+// subject of 10,271 characters. Names longer than this are cut with an ellipsis.
+const maxNameRunes = 80
+
+// invisible: control characters other than whitespace (which oneLine folds), format characters
+// (Cf: bidirectional controls, zero-width space and joiners, word joiner, soft hyphen, BOM) and
+// the other code points Unicode says to display as nothing (Hangul fillers and the like).
+func invisible(r rune) bool {
+	return unicode.IsControl(r) && !unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) ||
+		unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r)
+}
+
+// joinsScript: a letter or symbol a zero-width joiner or non-joiner legitimately sits next to:
+// neither ASCII nor Latin (Arabic and Indic scripts, emoji).
+func joinsScript(r rune) bool {
+	return r >= utf8.RuneSelf && r != utf8.RuneError && !unicode.Is(unicode.Latin, r) && !invisible(r) && !unicode.IsSpace(r)
 }

@@ -566,3 +566,33 @@ func TestMessagesAreFoldedIntoTheTemplates(t *testing.T) {
 		t.Errorf("%d message calls not folded, e.g. %v", len(calls), calls[:min(len(calls), 5)])
 	}
 }
+
+func TestNamesDropInvisibleCharactersAndAreBounded(t *testing.T) {
+	long := strings.Repeat("Globex ", 2000)
+	for _, tc := range []struct{ name, in, want string }{
+		{"zero-width space", "Goo\u200bgle", "Google"},
+		{"word joiner", "Goo\u2060gle", "Google"},
+		{"zero-width joiner between Latin letters", "Goo\u200dgle", "Google"},
+		{"zero-width non-joiner between Latin letters", "Goo\u200cgle", "Google"},
+		{"soft hyphen and BOM", "Goo\u00adg\ufeffle", "Google"},
+		{"Hangul filler", "Goo\u3164gle", "Google"},
+		{"bidi override", "moc.elgoog\u202e", "moc.elgoog"},
+		{"tag characters", "Goo\U000E0067gle", "Google"},
+		{"controls and line breaks", "Acme\r\nBcc: x\x00", "Acme Bcc: x"},
+		{"no-break and ideographic spaces fold", "Acme\u00a0\u3000Corp", "Acme Corp"},
+		// Kept where they belong: Persian words, emoji sequences.
+		{"Persian non-joiner", "می\u200cخواهم", "می\u200cخواهم"},
+		{"emoji joiner", "👨\u200d👩\u200d👧", "👨\u200d👩\u200d👧"},
+		{"joiner at the edge", "\u200dAcme\u200d", "Acme"},
+		{"accents and CJK untouched", "Zoë 日本 Ünïcode", "Zoë 日本 Ünïcode"},
+		{"80 runes stay", strings.Repeat("é", 80), strings.Repeat("é", 80)},
+		{"81 runes are cut", strings.Repeat("é", 81), strings.Repeat("é", 79) + "…"},
+		{"long name cut at a word's end", long, strings.TrimRight(long[:79], " ") + "…"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := oneLineName(tc.in); got != tc.want {
+				t.Errorf("oneLineName(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
