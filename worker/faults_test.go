@@ -106,6 +106,22 @@ func cutShort(b string) fault {
 	}
 }
 
+// stall answers 200 with its headers and the start of a body, then nothing more until the
+// client gives up: an answer that stalls after its headers.
+func stall(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = io.WriteString(w, `{"object":`)
+	w.(http.Flusher).Flush()
+	hang(w, r)
+}
+
+// otherObject answers 200 with an object of another type under the id asked for.
+func otherObject(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"object": "organization", "id": path.Base(r.URL.Path), "name": "Globex"})
+}
+
 // acceptThen lets the fake SES accept and record the message, then answers with then instead
 // of the success: the client cannot know the message went out.
 func acceptThen(ses *fakeses.Server, then fault) fault {
@@ -298,6 +314,8 @@ func TestWorkOSFaults(t *testing.T) {
 		only []string
 		// replayable: a connection that dies before the answer; net/http may resend a GET.
 		replayable bool
+		// logs: what the log must say about the fault.
+		logs string
 	}
 	faults := []wosFault{
 		{name: "429 without Retry-After", n: 3, fault: status(429, nil)},
@@ -308,6 +326,9 @@ func TestWorkOSFaults(t *testing.T) {
 		{name: "503 burst", n: 3, fault: status(503, nil)},
 		{name: "401 while the key rotates", n: 2, fault: status(401, nil)},
 		{name: "timeout", n: 1, fault: hang, timeout: short},
+		{name: "answer stalls after its headers", n: 2, fault: stall, timeout: short, logs: "the read timed out"},
+		{name: "200 with an empty object", n: 2, fault: body("application/json", `{}`), only: []string{magic}, logs: "no object id"},
+		{name: "200 with an object of another type", n: 2, fault: otherObject, only: []string{magic}, logs: `type \"organization\"`},
 		{name: "connection closed without answer", n: 3, fault: drop(false), replayable: true},
 		{name: "connection reset", n: 3, fault: drop(true), replayable: true},
 		{name: "truncated JSON 200", n: 3, fault: body("application/json", `{"object":"list","data":[{"object":"event","id":"event_01`)},
@@ -389,6 +410,9 @@ func TestWorkOSFaults(t *testing.T) {
 				}
 				if f.minGap > 0 {
 					in.checkGaps(t, f.minGap)
+				}
+				if !strings.Contains(h.logs.String(), f.logs) {
+					t.Errorf("the log does not say %q", f.logs)
 				}
 			})
 		}
@@ -741,8 +765,8 @@ func TestHostileRecipientsAreDeadAndNeverReachSES(t *testing.T) {
 		"evil@y.example (Eve)",
 		"undisclosed-recipients:;",
 		"friends: a@x.example, evil@y.example;",
-		" evil@y.example",
 		"evil@y.example\x00",
+		"evil@y.example\n",
 		"evil",
 	}
 	now := time.Now()
@@ -776,5 +800,33 @@ func TestHostileRecipientsAreDeadAndNeverReachSES(t *testing.T) {
 	}
 	if h.cursor() != good {
 		t.Error("cursor did not move past the dead events")
+	}
+}
+
+// Names WorkOS holds may hide letters (zero-width characters) or be any length; what reaches the
+// email shows what a reader sees, cut to a sensible length.
+func TestInvisibleAndHugeNamesThroughThePipeline(t *testing.T) {
+	h := newHarness(t)
+	orgID := h.wos.AddOrganization("Goo\u200bgle\u2060 " + strings.Repeat("Enterprises ", 1000))
+	inviter := h.wos.AddUser("Pay\u200dPal", "Support", "support@paypal.example")
+	ev, _, _ := h.wos.AddInvitation(fakeworkos.Invitation{Email: "inv@example.com", ExpiresAt: time.Now().Add(time.Hour),
+		OrganizationID: orgID, InviterUserID: inviter})
+	h.run()
+
+	assertState(t, h, ev, store.Sent, "")
+	m := h.sentTo("inv@example.com")[0]
+	for _, part := range []string{m.Subject, m.HTML, m.Text} {
+		if strings.ContainsAny(part, "\u200b\u2060\u200d") {
+			t.Errorf("an invisible character reached the email: %q", part[:min(len(part), 200)])
+		}
+	}
+	if !strings.Contains(m.Subject, "Google Enterprises") || !strings.Contains(m.Subject, "…") {
+		t.Errorf("subject %q: want the visible name, cut with an ellipsis", m.Subject)
+	}
+	if n := utf8.RuneCountInString(m.Subject); n > 200 {
+		t.Errorf("subject of %d characters", n)
+	}
+	if !strings.Contains(m.Text, "PayPal Support") || len(m.Text) > 8<<10 {
+		t.Errorf("text body of %d bytes, want the inviter's visible name and no 12 kB organization name", len(m.Text))
 	}
 }

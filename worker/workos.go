@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/buger/jsonparser"
 
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos/workos-go/v4/pkg/events"
@@ -136,6 +140,11 @@ func (e *APIError) Unavailable() bool {
 	return false
 }
 
+// KeyRejected reports whether WorkOS refused the API key (401, 403): a person must act.
+func (e *APIError) KeyRejected() bool {
+	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+}
+
 // WorkOSClient talks to the WorkOS API through the official workos-go clients.
 type WorkOSClient struct {
 	events *events.Client
@@ -145,15 +154,18 @@ type WorkOSClient struct {
 	// batch of invitations to one organization would otherwise read the same two objects for
 	// each, against WorkOS's user-management read limit (1,000 per 10 s).
 	names *nameCache
+	// keyRejected: WorkOS's last answer that judged the API key refused it (answerTransport).
+	keyRejected *atomic.Bool
 }
 
-// NewWorkOSClient builds the SDK clients. workos-go drops response headers, so the HTTP
-// transport is wrapped to read Retry-After from 429 and 503 answers.
+// NewWorkOSClient builds the SDK clients. workos-go drops response headers and status codes,
+// so the HTTP transport is wrapped to read what it drops (answerTransport).
 func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClient {
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
-	hc := &http.Client{Timeout: timeout, Transport: retryAfterTransport{base: workosTransport()}}
+	keyRejected := new(atomic.Bool)
+	hc := &http.Client{Timeout: timeout, Transport: answerTransport{base: workosTransport(), keyRejected: keyRejected}}
 	base := strings.TrimRight(baseURL, "/")
 	um := usermanagement.NewClient(apiKey)
 	um.Endpoint = base
@@ -163,8 +175,15 @@ func NewWorkOSClient(apiKey, baseURL string, timeout time.Duration) *WorkOSClien
 		um:     um,
 		orgs:   &organizations.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
 		names:  newNameCache(nameTTL, time.Now),
+
+		keyRejected: keyRejected,
 	}
 }
+
+// KeyRejected reports whether WorkOS refused the API key (401 or 403) on the last answer that
+// said anything about it: readiness and status show it, since nothing works until a person
+// fixes WORKOS_API_KEY.
+func (c *WorkOSClient) KeyRejected() bool { return c.keyRejected.Load() }
 
 // oldestFirst asks for events in ascending order. WorkOS's OpenAPI spec gives `order` a
 // default of "desc" (newest first); a cursor that follows newest-first pages would skip every
@@ -214,20 +233,65 @@ func (b drainingBody) Close() error {
 // maxIdleWorkOSConns covers delivery.concurrency (up to 64 is common) plus the poll.
 const maxIdleWorkOSConns = 100
 
-type retryHintKey struct{}
+type answerHintKey struct{}
 
-type retryHint struct{ after time.Duration }
+// answerHint is what a call learns from the HTTP answer that workos-go does not pass on: the
+// Retry-After of a 429 or 503, and, when capture is set, the start of the body.
+type answerHint struct {
+	after   time.Duration
+	capture bool
+	body    []byte
+}
 
-type retryAfterTransport struct{ base http.RoundTripper }
+// maxCapture bounds the captured start of an answer: enough for an object's fields, never a
+// 10 MB answer held twice.
+const maxCapture = 64 << 10
 
-func (t retryAfterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+// answerTransport reads from each answer what workos-go does not pass on: whether the API key
+// was accepted, and for the call's answerHint the Retry-After and the body.
+type answerTransport struct {
+	base        http.RoundTripper
+	keyRejected *atomic.Bool
+}
+
+func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-		if h, ok := req.Context().Value(retryHintKey{}).(*retryHint); ok {
-			h.after = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-		}
+	if err != nil {
+		return resp, err
+	}
+	switch code := resp.StatusCode; {
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		t.keyRejected.Store(true)
+	case code < 500 && code != http.StatusTooManyRequests:
+		// Any other answer below 500 passed the key check (a gateway's 5xx or a 429 may come
+		// before it).
+		t.keyRejected.Store(false)
+	}
+	h, ok := req.Context().Value(answerHintKey{}).(*answerHint)
+	if !ok {
+		return resp, err
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		h.after = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	if h.capture && resp.StatusCode == http.StatusOK {
+		resp.Body = &capturingBody{ReadCloser: resp.Body, h: h}
 	}
 	return resp, err
+}
+
+// capturingBody keeps what workos-go reads of a body in its answerHint.
+type capturingBody struct {
+	io.ReadCloser
+	h *answerHint
+}
+
+func (b *capturingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if room := maxCapture - len(b.h.body); room > 0 {
+		b.h.body = append(b.h.body, p[:min(n, room)]...)
+	}
+	return n, err
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date; anything else is no hint.
@@ -253,8 +317,11 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 
 // call runs one SDK call and classifies its error.
 func call[T any](ctx context.Context, what string, fn func(context.Context) (T, error)) (T, error) {
-	hint := &retryHint{}
-	v, err := fn(context.WithValue(ctx, retryHintKey{}, hint))
+	return callWith(ctx, &answerHint{}, what, fn)
+}
+
+func callWith[T any](ctx context.Context, hint *answerHint, what string, fn func(context.Context) (T, error)) (T, error) {
+	v, err := fn(context.WithValue(ctx, answerHintKey{}, hint))
 	if err == nil {
 		return v, nil
 	}
@@ -262,6 +329,7 @@ func call[T any](ctx context.Context, what string, fn func(context.Context) (T, 
 	var httpErr workos_errors.HTTPError
 	var httpErrPtr *workos_errors.HTTPError
 	var urlErr *url.Error
+	var netErr net.Error
 	switch {
 	case errors.As(err, &httpErr), errors.As(err, &httpErrPtr):
 		if httpErrPtr != nil {
@@ -276,6 +344,14 @@ func call[T any](ctx context.Context, what string, fn func(context.Context) (T, 
 		apiErr.Status = http.StatusBadGateway
 	case errors.As(err, &urlErr):
 		// No answer: the transport's error names only the URL, which holds no secret.
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		// The headers came, the body stalled past the client's timeout. net/http reports that
+		// as a bare timeout, not a *url.Error, but it is no answer all the same: waited out,
+		// never charged.
+		apiErr.Err = fmt.Errorf("WorkOS %s: the answer stalled after its headers (the read timed out): %w", what, err)
+	case errors.Is(err, context.Canceled), errors.As(err, &netErr):
+		// The connection failed while the body was being read (a reset, or shutdown).
+		apiErr.Err = fmt.Errorf("WorkOS %s: the connection failed while reading the answer: %w", what, err)
 	default:
 		// An error type we do not know may carry body fields (workos-go's structured auth
 		// errors include tokens): keep only its type.
@@ -283,6 +359,29 @@ func call[T any](ctx context.Context, what string, fn func(context.Context) (T, 
 		apiErr.Err = fmt.Errorf("WorkOS %s: unexpected %T", what, err)
 	}
 	return v, apiErr
+}
+
+// get runs a Get of one object and checks that the answer is that object: a 200 without the
+// object's id ({} from a proxy or a half-configured mock) or naming another type of object is
+// unreadable, retried like a 502 and never charged. An answer with another id is the caller's
+// to judge: it is a definite answer, not an unreadable one.
+func get[T any](ctx context.Context, object, id string, fn func(context.Context) (T, error), idOf func(T) string) (T, error) {
+	what := "get " + strings.ReplaceAll(object, "_", " ")
+	hint := &answerHint{capture: true}
+	defer func() { clear(hint.body) }() // it held the object's secrets
+	v, err := callWith(ctx, hint, what, fn)
+	if err != nil {
+		return v, err
+	}
+	got, typeErr := jsonparser.GetString(hint.body, "object")
+	switch {
+	case idOf(v) == "":
+		return v, &APIError{Status: http.StatusBadGateway, Err: fmt.Errorf("WorkOS %s %s: the answer has no object id (unreadable); will retry", what, id)}
+	case typeErr == nil && got != object:
+		return v, &APIError{Status: http.StatusBadGateway, Err: fmt.Errorf("WorkOS %s %s: the answer is an object of type %q, not %q (unreadable); will retry",
+			what, id, truncate(got, 40), object)}
+	}
+	return v, nil
 }
 
 // ListEvents fetches one page of events.
@@ -317,9 +416,9 @@ func (c *WorkOSClient) ListEvents(ctx context.Context, req ListRequest) (Page, e
 func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, error) {
 	switch kind {
 	case mailer.KindInvitation:
-		inv, err := call(ctx, "get invitation", func(ctx context.Context) (usermanagement.Invitation, error) {
+		inv, err := get(ctx, "invitation", id, func(ctx context.Context) (usermanagement.Invitation, error) {
 			return c.um.GetInvitation(ctx, usermanagement.GetInvitationOpts{Invitation: id})
-		})
+		}, func(v usermanagement.Invitation) string { return v.ID })
 		if err != nil {
 			return Resolved{}, err
 		}
@@ -329,34 +428,34 @@ func (c *WorkOSClient) Resolve(ctx context.Context, kind, id string) (Resolved, 
 			Token: inv.Token, Link: inv.AcceptInvitationUrl,
 		}, inv.ExpiresAt)
 	case mailer.KindMagicAuth:
-		ma, err := call(ctx, "get magic auth", func(ctx context.Context) (usermanagement.MagicAuth, error) {
+		ma, err := get(ctx, "magic_auth", id, func(ctx context.Context) (usermanagement.MagicAuth, error) {
 			return c.um.GetMagicAuth(ctx, usermanagement.GetMagicAuthOpts{MagicAuth: id})
-		})
+		}, func(v usermanagement.MagicAuth) string { return v.ID })
 		if err != nil {
 			return Resolved{}, err
 		}
 		return withExpiry(Resolved{ObjectID: ma.ID, Email: ma.Email, UserID: ma.UserId, Code: ma.Code}, ma.ExpiresAt)
 	case mailer.KindEmailVerification:
-		ev, err := call(ctx, "get email verification", func(ctx context.Context) (usermanagement.EmailVerification, error) {
+		ev, err := get(ctx, "email_verification", id, func(ctx context.Context) (usermanagement.EmailVerification, error) {
 			return c.um.GetEmailVerification(ctx, usermanagement.GetEmailVerificationOpts{EmailVerification: id})
-		})
+		}, func(v usermanagement.EmailVerification) string { return v.ID })
 		if err != nil {
 			return Resolved{}, err
 		}
 		return withExpiry(Resolved{ObjectID: ev.ID, Email: ev.Email, UserID: ev.UserId, Code: ev.Code}, ev.ExpiresAt)
 	case mailer.KindPasswordReset:
-		pr, err := call(ctx, "get password reset", func(ctx context.Context) (usermanagement.PasswordReset, error) {
+		pr, err := get(ctx, "password_reset", id, func(ctx context.Context) (usermanagement.PasswordReset, error) {
 			return c.um.GetPasswordReset(ctx, usermanagement.GetPasswordResetOpts{PasswordReset: id})
-		})
+		}, func(v usermanagement.PasswordReset) string { return v.ID })
 		if err != nil {
 			return Resolved{}, err
 		}
 		return withExpiry(Resolved{ObjectID: pr.ID, Email: pr.Email, UserID: pr.UserId, Token: pr.PasswordResetToken, Link: pr.PasswordResetUrl}, pr.ExpiresAt)
 	case mailer.KindWelcome, mailer.KindPasswordChanged:
 		// Read fresh, not from the name cache: whether the address is verified decides.
-		u, err := call(ctx, "get user", func(ctx context.Context) (usermanagement.User, error) {
+		u, err := get(ctx, "user", id, func(ctx context.Context) (usermanagement.User, error) {
 			return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
-		})
+		}, func(v usermanagement.User) string { return v.ID })
 		if err != nil {
 			return Resolved{}, err
 		}
