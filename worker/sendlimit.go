@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/mailer"
-	"github.com/workos-emailer/workos-emailer/store"
 )
 
 // SendLimiter paces sends to what SES allows (internal/sendlimit implements it: the account's
@@ -26,11 +25,10 @@ type SendLimiter interface {
 // quotaReason is the reason of an event left pending because the 24-hour quota is used up.
 const quotaReason = "the SES 24-hour sending quota is used up: waiting for it to free up (not counted as an attempt)"
 
-// sendPermit waits for the limiter's permit to send rec's email, which expires at expiresAt.
-// ok false means: do not send now, return res instead (pending, not charged; or skipped when the
-// code or link expired during the wait). With ok true the caller must report the send with
-// sendDone.
-func (w *Worker) sendPermit(ctx context.Context, rec *store.Delivery, expiresAt time.Time) (res result, ok bool) {
+// sendPermit waits for the limiter's permit to send rec's email. ok false means: do not send
+// now, return res instead (pending, not charged). With ok true the caller must end the permit:
+// with sendDone after the send, or releasePermit when it does not send after all.
+func (w *Worker) sendPermit(ctx context.Context) (res result, ok bool) {
 	lim := w.opts.Limiter
 	if lim == nil {
 		return result{}, true
@@ -46,12 +44,14 @@ func (w *Worker) sendPermit(ctx context.Context, rec *store.Delivery, expiresAt 
 		lim.Done(false, false)
 		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, false
 	}
-	if !w.opts.Now().Before(expiresAt) {
-		lim.Done(false, false)
-		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+expiresAt.UTC().Format(time.RFC3339)+
-			" while waiting for the SES send rate"), false
-	}
 	return result{}, true
+}
+
+// releasePermit ends a permit whose email was not sent.
+func (w *Worker) releasePermit() {
+	if lim := w.opts.Limiter; lim != nil {
+		lim.Done(false, false)
+	}
 }
 
 // sendDone ends the permit of a send that returned err.

@@ -268,7 +268,7 @@ func TestCodeExpiringDuringThePermitWaitIsSkipped(t *testing.T) {
 	h.run()
 
 	d := h.delivery(ev)
-	if d.State != store.Skipped || !strings.Contains(d.Reason, "while waiting for the SES send rate") {
+	if d.State != store.Skipped || !strings.Contains(d.Reason, "before it could be sent") {
 		t.Errorf("record %s %q", d.State, d.Reason)
 	}
 	if reserved, _, unsent, _, outstanding := lim.counts(); reserved != 1 || unsent != 1 || outstanding != 0 {

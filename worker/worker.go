@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/workos-emailer/workos-emailer/internal/failpoint"
 	"github.com/workos-emailer/workos-emailer/mailer"
@@ -144,14 +145,20 @@ type Worker struct {
 	enabled  map[string]bool
 	types    []string
 	paused   atomic.Bool
-	unsynced unsynced // final records on their way to disk (dispatch.go)
-	observed          // observer, heartbeat, last successful poll: observe.go
+	// pauseReason says why sending is paused, while it is (mailer.PauseReason).
+	pauseReason atomic.Pointer[string]
+	// listDown, wosDown and sendDown follow outages (outage.go) of the Events API, of the
+	// other WorkOS endpoints (a Get can fail while listing works) and of the mail provider.
+	listDown, wosDown, sendDown outage
+	unsynced                    unsynced // final records on their way to disk (dispatch.go)
+	observed                             // observer, heartbeat, last successful poll: observe.go
 }
 
 // New wires a worker.
 func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log *zap.Logger) *Worker {
 	opts.setDefaults()
-	wk := &Worker{opts: opts, workos: w, store: st, sender: sender, renderer: renderer, log: log, enabled: map[string]bool{}}
+	wk := &Worker{opts: opts, workos: w, store: st, sender: sender, renderer: renderer, log: log, enabled: map[string]bool{},
+		listDown: outage{name: "the WorkOS Events API"}, wosDown: outage{name: "WorkOS"}, sendDown: outage{name: "the mail provider"}}
 	for _, k := range opts.Kinds {
 		wk.enabled[k] = true
 	}
@@ -162,6 +169,22 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 
 // Paused reports whether SES refused to send for the whole account on the last try.
 func (w *Worker) Paused() bool { return w.paused.Load() }
+
+// PauseReason says in a few words why sending is paused ("AWS credentials cannot be resolved",
+// "SES refuses to send for the account (SendingPausedException)"); "" when it is not.
+func (w *Worker) PauseReason() string {
+	if r := w.pauseReason.Load(); r != nil && w.paused.Load() {
+		return *r
+	}
+	return ""
+}
+
+// sendAnswered notes that the mail provider answered for a message, so the account can send:
+// it ends a pause and an outage. (Only an answer does: a skipped event says nothing about it.)
+func (w *Worker) sendAnswered() {
+	w.paused.Store(false)
+	w.sendDown.recovered(w.log)
+}
 
 // errStopped means the context ended before the work was done; nothing is lost.
 var errStopped = errors.New("stopped")
@@ -231,12 +254,17 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 				failures++
 				delay := w.backoff(failures, retryAfterOf(err))
 				var apiErr *APIError
-				if after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable() {
+				switch {
+				case errors.As(err, &apiErr) && apiErr.Unavailable():
+					w.listDown.logFailure(w.log, workosLevel(apiErr), "listing WorkOS events failed", err.Error(),
+						zap.Int("failures", failures), zap.Duration("retry_in", delay))
+				case after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable():
 					// Never jump ahead on our own: events between the cursor and now would be lost.
 					w.log.Error("WorkOS rejects the stored cursor, probably older than its event retention (about 30 days); "+
 						"stop the daemon and reset the cursor to a time to backfill from", zap.String("cursor", after), zap.Error(err))
+				default:
+					w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
 				}
-				w.log.Warn("listing WorkOS events failed; will retry", zap.Error(err), zap.Int("failures", failures), zap.Duration("retry_in", delay))
 				if !w.wait(ctx, delay) {
 					return
 				}
@@ -244,6 +272,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 				continue
 			}
 			w.polled(len(page.Events), nil)
+			w.listDown.recovered(w.log)
 			failures = 0
 			idle = len(page.Events) < w.opts.PageSize
 			if len(page.Events) == 0 {
@@ -336,6 +365,10 @@ type result struct {
 	retryAfter time.Duration
 	// unavailable: the service, not this event, failed; the try is not charged.
 	unavailable bool
+	// down, for an unavailable retry or a pause, is the dependency that failed; alert: a person
+	// must act (a rejected API key).
+	down  *outage
+	alert bool
 	// maybeSent: this try's send may have been accepted.
 	maybeSent bool
 	// code is a Reason* label for a final outcome (metrics).
@@ -367,6 +400,10 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	// If the event then ends other than sent, it is ambiguous, so nobody retries it blindly.
 	// A record an operator queued for retry after it was ambiguous carries MaybeDuplicate too.
 	maybeSent := found && (rec.State == store.Sending || rec.MaybeDuplicate)
+	// uncharged counts this delivery's tries that failed for an outage: they cost no attempt,
+	// but the backoff grows with them as with any failure, or a long outage would be asked
+	// about once a second by every event waiting on it.
+	uncharged := 0
 	for {
 		if ctx.Err() != nil {
 			return nil, errStopped
@@ -404,6 +441,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 		case retry:
 			if res.unavailable {
 				rec.Attempts--
+				uncharged++
 			}
 			rec.State, rec.Reason = store.Pending, res.reason
 			// An unknown outcome must survive a restart during the wait, or a resend would not
@@ -412,9 +450,17 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
 				return nil, err
 			}
-			delay := w.backoff(rec.Attempts, res.retryAfter)
-			log.Warn("delivery failed; will retry", zap.String("reason", res.reason),
-				zap.Int("attempts", rec.Attempts), zap.Duration("retry_in", delay))
+			delay := w.backoff(rec.Attempts+uncharged, res.retryAfter)
+			fields := []zap.Field{zap.Int("attempts", rec.Attempts), zap.Int("uncharged", uncharged), zap.Duration("retry_in", delay)}
+			if res.down != nil {
+				lvl := zapcore.WarnLevel
+				if res.alert {
+					lvl = zapcore.ErrorLevel
+				}
+				res.down.logFailure(log, lvl, res.down.name+" is unavailable", res.reason, fields...)
+			} else {
+				log.Warn("delivery failed; will retry", append(fields, zap.String("reason", res.reason))...)
+			}
 			if !w.wait(ctx, delay) {
 				return nil, errStopped
 			}
@@ -427,8 +473,8 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 				return nil, err
 			}
 			delay := jitter(w.opts.PausedRetry)
-			log.Error("SES refuses to send for the whole account: sending is paused; fix the account, then it resumes by itself",
-				zap.String("reason", res.reason), zap.Duration("retry_in", delay))
+			w.sendDown.logFailure(log, zapcore.ErrorLevel, "sending is paused: "+w.PauseReason()+"; fix it, then sending resumes by itself",
+				res.reason, zap.Duration("retry_in", delay))
 			if !w.wait(ctx, delay) {
 				return nil, errStopped
 			}
@@ -482,6 +528,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	if err != nil {
 		return w.workosFailure(ctx, rec, err, "object "+objectID+" not found (deleted or no longer available)"), nil
 	}
+	w.wosDown.recovered(w.log)
 	recipient := obj.Email
 	switch {
 	case obj.ObjectID != objectID:
@@ -496,7 +543,7 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		return finalAs(rec, store.Dead, ReasonMismatch, "the object's email differs from the event's; not sent"), nil
 	case rec.Kind == mailer.KindInvitation && obj.State != "pending":
 		return finalAs(rec, store.Skipped, ReasonNotPend, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
-	case !isNotice(rec.Kind) && !now.Before(obj.ExpiresAt):
+	case expired(rec.Kind, obj.ExpiresAt, now):
 		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
 	}
 	to, err := mailer.ParseRecipient(recipient)
@@ -520,8 +567,14 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
 	}
 	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
-	if res, ok := w.sendPermit(ctx, rec, obj.ExpiresAt); !ok {
+	if res, ok := w.sendPermit(ctx); !ok {
 		return res, nil
+	}
+	// Once more, right before the send: the name lookups and the permit can take seconds, and
+	// a code must not arrive already dead.
+	if now := w.opts.Now(); expired(rec.Kind, obj.ExpiresAt, now) {
+		w.releasePermit()
+		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)+" before it could be sent"), nil
 	}
 	rec.State, rec.Reason = store.Sending, ""
 	rec.UpdatedAt = now
@@ -537,10 +590,12 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	})
 	w.sendDone(err) // ends the permit (sendlimit.go)
 	w.obs.SendAttempt(rec.Kind, sendOutcome(err), time.Since(sendStart))
-	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry {
-		// SES answered for this message, so the account can send again. (Only an answer clears
-		// the pause: a skipped event says nothing about SES.)
-		w.paused.Store(false)
+	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry && !mailer.Unavailable(err) {
+		w.sendAnswered()
+	}
+	if err != nil {
+		// The provider's full answer may name addresses; the error's own text does not.
+		log.Debug("send failed", zap.String("detail", mailer.ErrorDetail(err)))
 	}
 	if err == nil {
 		w.obs.EventLag(rec.Kind, w.opts.Now().Sub(ev.CreatedAt))
@@ -552,9 +607,15 @@ func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log
 	case mailer.Permanent:
 		return finalAs(rec, store.Dead, ReasonRejected, err.Error()), nil
 	case mailer.Retry:
-		return result{outcome: retry, reason: err.Error(), unavailable: mailer.Unavailable(err)}, nil
+		res := result{outcome: retry, reason: err.Error(), unavailable: mailer.Unavailable(err)}
+		if res.unavailable {
+			res.down = &w.sendDown
+		}
+		return res, nil
 	case mailer.Paused:
-		return result{outcome: paused, reason: err.Error()}, nil
+		reason := mailer.PauseReason(err)
+		w.pauseReason.Store(&reason)
+		return result{outcome: paused, reason: err.Error(), down: &w.sendDown}, nil
 	default:
 		if w.opts.OnAmbiguous == OnAmbiguousResend {
 			log.Warn("send outcome unknown; will send again (on_ambiguous: resend)", zap.Error(err))
@@ -575,8 +636,28 @@ func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err err
 	case errors.As(err, &apiErr) && !apiErr.Retryable():
 		return finalAs(rec, store.Dead, ReasonWorkOSRejected, err.Error())
 	}
-	return result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err),
+	res := result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err),
 		unavailable: errors.As(err, &apiErr) && apiErr.Unavailable()}
+	if res.unavailable {
+		res.down = &w.wosDown
+		res.alert = apiErr.KeyRejected()
+	}
+	return res
+}
+
+// workosLevel is how loudly an outage of WorkOS starts in the log: a rejected API key needs a
+// person; throttling and gateway errors pass by themselves.
+func workosLevel(err *APIError) zapcore.Level {
+	if err.KeyRejected() {
+		return zapcore.ErrorLevel
+	}
+	return zapcore.WarnLevel
+}
+
+// expired is the one rule for a code or link that may no longer be sent: its expiry has come.
+// Notices (welcome, password changed) have none.
+func expired(kind string, expiresAt, now time.Time) bool {
+	return !isNotice(kind) && !now.Before(expiresAt)
 }
 
 // templateData gathers what the templates show. When ok is false, res says what to do instead.

@@ -107,6 +107,31 @@ func TestConfiguredLinkGetsTheQueryEscapedToken(t *testing.T) {
 	}
 }
 
+// The expiry is checked again right before the send: the name lookups of an invitation (and a
+// wait for the send rate) can take long enough for the link to expire meanwhile.
+func TestExpiryIsCheckedAgainRightBeforeTheSend(t *testing.T) {
+	h := newHarness(t)
+	var offset atomic.Int64
+	h.opts.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	orgID := h.wos.AddOrganization("Globex")
+	ev, _, _ := h.wos.AddInvitation(fakeworkos.Invitation{Email: "a@example.com", ExpiresAt: time.Now().Add(time.Hour), OrganizationID: orgID})
+	h.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/organizations/") {
+			offset.Store(int64(2 * time.Hour)) // the lookup outlasts the invitation
+		}
+		return false
+	}
+	h.run()
+
+	assertState(t, h, ev, store.Skipped, "before it could be sent")
+	if n := h.ses.SendRequests(); n != 0 {
+		t.Errorf("%d SES requests for an expired invitation", n)
+	}
+	if n := h.wos.Requests("/organizations/"); n != 1 {
+		t.Errorf("%d organization reads, want 1", n)
+	}
+}
+
 func TestSkipsExpiredRevokedAndMissing(t *testing.T) {
 	h := newHarness(t)
 	now := time.Now()
