@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -87,16 +86,19 @@ type head struct {
 	UpdatedAt time.Time
 }
 
+// decodeHead reads and checks a record as decodeDelivery does, but without Options.Kinds (the
+// writes that read a head have no store at hand): verify checked the kinds at open.
 func decodeHead(key, v []byte) (head, error) {
-	var h struct {
-		Kind      string `json:"kind"`
-		State     State  `json:"state"`
-		UpdatedAt msTime `json:"updated_at"`
+	var rd recordDecoder
+	return rd.head(key, v)
+}
+
+func (rd *recordDecoder) head(key, v []byte) (head, error) {
+	d, err := rd.delivery(key, v, rulesNow(nil))
+	if err != nil {
+		return head{}, err
 	}
-	if err := json.Unmarshal(v, &h); err != nil {
-		return head{}, fmt.Errorf("decode delivery %s: %w", key, err)
-	}
-	return head{Kind: h.Kind, State: h.State, UpdatedAt: h.UpdatedAt.Time}, nil
+	return head{Kind: d.Kind, State: d.State, UpdatedAt: d.UpdatedAt}, nil
 }
 
 func countKey(kind string, state State) []byte {
@@ -125,8 +127,9 @@ type derived struct {
 // scanDerived computes the counters and the problem index from the records.
 func scanDerived(tx *bolt.Tx) (derived, error) {
 	d := derived{counts: map[string]map[State]int{}}
+	var rd recordDecoder
 	err := forEachRecord(tx, func(k, v []byte) error {
-		h, err := decodeHead(k, v)
+		h, err := rd.head(k, v)
 		if err != nil {
 			return err
 		}
@@ -217,7 +220,7 @@ func (s *Store) Stats() (Stats, error) {
 			st.ByState[state] += n
 			st.Records += n
 		}
-		if !derivedCurrent(tx) {
+		if !s.derivedUsable(tx) {
 			d, err := scanDerived(tx)
 			if err != nil {
 				return err
@@ -248,13 +251,15 @@ func (s *Store) Stats() (Stats, error) {
 // operator.
 func (s *Store) Problems() ([]Delivery, error) {
 	var out []Delivery
+	var rd recordDecoder
+	r := rulesNow(s.kinds)
 	err := s.db.View(func(tx *bolt.Tx) error {
-		keys, err := problemKeys(tx)
+		keys, err := s.problemKeys(tx)
 		if err != nil {
 			return err
 		}
 		for _, k := range keys {
-			d, err := decodeDelivery(k, getRecord(tx, k))
+			d, err := rd.delivery(k, getRecord(tx, k), r)
 			if err != nil {
 				return err
 			}
@@ -268,8 +273,14 @@ func (s *Store) Problems() ([]Delivery, error) {
 	return out, nil
 }
 
-func problemKeys(tx *bolt.Tx) ([][]byte, error) {
-	if !derivedCurrent(tx) {
+// derivedUsable reports whether the counters and the problem index can be read instead of the
+// records.
+func (s *Store) derivedUsable(tx *bolt.Tx) bool {
+	return !s.derivedStale && derivedCurrent(tx)
+}
+
+func (s *Store) problemKeys(tx *bolt.Tx) ([][]byte, error) {
+	if !s.derivedUsable(tx) {
 		d, err := scanDerived(tx)
 		return d.problems, err
 	}
@@ -348,7 +359,7 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]Delivery, error) {
 				refused[id] = "no delivery record with this event id"
 				continue
 			}
-			d, err := decodeDelivery([]byte(id), v)
+			d, err := decodeDelivery([]byte(id), v, rulesNow(s.kinds))
 			if err != nil {
 				return err
 			}
@@ -384,12 +395,14 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]Delivery, error) {
 func (s *Store) RequestRetryAll(now time.Time) (queued, notRetryable []Delivery, err error) {
 	err = s.update(func(tx *bolt.Tx) error {
 		queued, notRetryable = nil, nil
-		keys, err := problemKeys(tx)
+		keys, err := s.problemKeys(tx)
 		if err != nil {
 			return err
 		}
+		var rd recordDecoder
+		r := rulesNow(s.kinds)
 		for _, k := range keys {
-			d, err := decodeDelivery(k, getRecord(tx, k))
+			d, err := rd.delivery(k, getRecord(tx, k), r)
 			if err != nil {
 				return err
 			}
@@ -469,8 +482,9 @@ func (s *Store) PruneWith(olderThan time.Time, batch int, keepGoing func(pruned 
 	if batch <= 0 {
 		batch = 1000
 	}
+	var rd recordDecoder
 	prunable := func(tx *bolt.Tx, k, v []byte) (head, bool, error) {
-		h, err := decodeHead(k, v)
+		h, err := rd.head(k, v)
 		if err != nil {
 			return h, false, err
 		}

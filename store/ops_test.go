@@ -104,7 +104,7 @@ func TestStatsFollowEveryWrite(t *testing.T) {
 			save(t, s, rec("event_1", "magic_auth", Sent, "magic_auth_1", t0), rec("event_2", "invitation", Ambiguous, "invitation_2", t0))
 			return nil
 		}},
-		{"cursor moves with a record", func() error { return s.Save(rec("event_5", "magic_auth", Sent, "m", t0), "event_5", t0) }},
+		{"cursor moves with a record", func() error { return s.Save(rec("event_5", "magic_auth", Sent, "magic_auth_5", t0), "event_5", t0) }},
 		{"retry", func() error { _, err := s.RequestRetry(t0, "event_2", "event_3"); return err }},
 		{"retried sent", func() error { save(t, s, rec("event_3", "invitation", Sent, "invitation_3", t0)); return nil }},
 		{"prune", func() error { _, err := s.Prune(t0.Add(time.Second), 2); return err }},
@@ -137,7 +137,7 @@ func TestStatsFollowEveryWrite(t *testing.T) {
 func TestCountersRebuiltAfterAWriteThatSkippedThem(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	save(t, s, rec("event_1", "magic_auth", Sent, "m1", t0), rec("event_2", "magic_auth", Dead, "m2", t0))
+	save(t, s, rec("event_1", "magic_auth", Sent, "magic_auth_1", t0), rec("event_2", "magic_auth", Dead, "magic_auth_2", t0))
 	if _, err := s.RequestRetry(t0, "event_2"); err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func TestRecordRoundTripsLean(t *testing.T) {
 	if strings.Contains(string(v), d.EventID) || !json.Valid(v) {
 		t.Errorf("stored value %s: want JSON without the key", v)
 	}
-	got, err := decodeDelivery([]byte(d.EventID), v)
+	got, err := decodeDelivery([]byte(d.EventID), v, rulesNow(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,11 +38,11 @@ func TestRecordRoundTripsLean(t *testing.T) {
 	if got != want {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
-	zero, err := decodeDelivery([]byte("event_1"), mustEncode(t, Delivery{EventID: "event_1", State: Pending}))
+	zero, err := decodeDelivery([]byte("event_1"), mustEncode(t, Delivery{EventID: "event_1", State: Pending}), rulesNow(nil))
 	if err != nil || !zero.UpdatedAt.IsZero() || !zero.EventCreatedAt.IsZero() {
 		t.Errorf("zero times: %+v, %v", zero, err)
 	}
-	if _, err := decodeDelivery([]byte("event_1"), []byte(`{"updated_at":"soon"}`)); err == nil {
+	if _, err := decodeDelivery([]byte("event_1"), []byte(`{"updated_at":"soon"}`), rulesNow(nil)); err == nil {
 		t.Error("a time that is neither milliseconds nor RFC 3339 was accepted")
 	}
 }
@@ -156,7 +156,7 @@ func TestSchema1StoreIsReadAndMovedOver(t *testing.T) {
 	}
 	// The interrupted send settles as usual and leaves the sending bucket.
 	d, _, _ := s.Delivery("event_03")
-	d.State, d.UpdatedAt = Ambiguous, t0
+	d.State, d.UpdatedAt = Ambiguous, d.FirstSeenAt.Add(time.Hour)
 	save(t, s, d)
 	if recs, _ := s.Interrupted(); len(recs) != 0 {
 		t.Errorf("still interrupted: %+v", recs)
@@ -250,7 +250,7 @@ func TestOnceKeyIsHeldBySendsOnly(t *testing.T) {
 func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	save(t, s, rec("event_1", "magic_auth", Sent, "m1", t0))
+	save(t, s, rec("event_1", "magic_auth", Sent, "magic_auth_1", t0))
 	if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("3")) }); err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,13 @@ package store
 
 import (
 	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -120,13 +121,20 @@ type Options struct {
 	LockTimeout time.Duration
 	// ReadOnly opens with a shared lock and never writes.
 	ReadOnly bool
+	// Kinds, when set, are the kinds of email a record may have (records of unhandled event
+	// types have kind ""); a record of another kind is damage. The daemon passes mailer.AllKinds.
+	Kinds []string
 }
 
 // Store is a handle on the bbolt file. It is safe for concurrent use.
 type Store struct {
 	db      *bolt.DB
 	path    string
+	kinds   []string
 	commits *committer // nil when opened read-only
+	// derivedStale: a read-only open found the counters or the problem index disagreeing with
+	// the records and cannot rebuild them, so Stats and Problems count from the records.
+	derivedStale bool
 }
 
 // ErrDamaged means the store file exists but cannot be trusted. Starting afresh instead would
@@ -174,14 +182,16 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, openError(path, err)
 	}
 	db.AllocSize = allocSize
-	s = &Store{db: db, path: path}
+	s = &Store{db: db, path: path, kinds: slices.Clone(opts.Kinds)}
+	derivedOK := true
 	if exists {
-		if err := s.verify(); err != nil {
+		if derivedOK, err = s.verify(); err != nil {
 			_ = db.Close()
 			return nil, err
 		}
 	}
 	if opts.ReadOnly {
+		s.derivedStale = !derivedOK
 		if err := s.checkSchema(); err != nil {
 			_ = db.Close()
 			return nil, err
@@ -212,7 +222,9 @@ func Open(path string, opts Options) (s *Store, err error) {
 			// A newer build's file (a rollback): write nothing that assumes this schema.
 			return s.schemaError(string(meta.Get(keySchema)))
 		}
-		if !derivedCurrent(tx) {
+		// A byte flipped in a counter must not mislead status: verify compared them with the
+		// records it read anyway.
+		if !derivedOK || !derivedCurrent(tx) {
 			if err := rebuildDerived(tx); err != nil {
 				return fmt.Errorf("rebuild counters and indexes: %w", err)
 			}
@@ -258,28 +270,176 @@ func openError(path string, err error) error {
 // stops the daemon before it sends anything. It walks the data rather than running bbolt's
 // tx.Check, which also asserts on both meta pages: bbolt keeps two so that one torn by a power
 // cut is survivable, and refusing to start then would turn a recoverable file into an outage.
-func (s *Store) verify() error {
-	err := s.db.View(func(tx *bolt.Tx) (err error) {
+// Every record is checked as its reads check it (decodeDelivery) and where it is kept, and the
+// cursor and times of the position must read. derivedOK reports whether the counters, the problem
+// index and the retry queue agree with the records, which a read-write open then rebuilds.
+func (s *Store) verify() (derivedOK bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) (err error) {
 		// A panic must not escape the callback: the transaction would stay open and Close hang.
 		defer func() {
 			if r := recover(); r != nil {
 				err = fmt.Errorf("panic: %v", r)
 			}
 		}()
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			return b.ForEach(func(k, v []byte) error {
-				isRecord := bytes.Equal(name, bucketDeliveries) || bytes.Equal(name, bucketSending) && len(v) > 0
-				if isRecord && !json.Valid(v) {
-					return fmt.Errorf("delivery record %q is not valid JSON", string(k[:min(len(k), 80)]))
-				}
-				return nil
-			})
+		schema := ""
+		meta := tx.Bucket(bucketMeta)
+		if meta != nil {
+			schema = string(meta.Get(keySchema))
+		}
+		// A newer schema's records may follow rules this build does not know: checkSchema names
+		// the problem instead.
+		known := schema == "" || schema == "1" || schema == schemaVersion
+		err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if known && (bytes.Equal(name, bucketDeliveries) || bytes.Equal(name, bucketSending)) {
+				return nil // read below
+			}
+			return b.ForEach(func(k, v []byte) error { return nil })
 		})
+		if err != nil || !known {
+			return err
+		}
+		if meta != nil {
+			if err := checkPosition(meta); err != nil {
+				return err
+			}
+		}
+		derivedOK, err = checkRecords(tx, schema, rulesNow(s.kinds))
+		return err
 	})
 	if err != nil {
-		return fmt.Errorf("open store %s: %w (%w); %s", s.path, ErrDamaged, err, damagedHint)
+		return false, fmt.Errorf("open store %s: %w (%w); %s", s.path, ErrDamaged, err, damagedHint)
+	}
+	return derivedOK, nil
+}
+
+// checkPosition checks what readPosition reads. The cursor goes to WorkOS as the id to list
+// events after; a damaged one would at best be refused there and at worst skip events.
+func checkPosition(meta *bolt.Bucket) error {
+	if c := meta.Get(keyCursor); len(c) > 0 && !plausibleEventID(c) {
+		return fmt.Errorf("the cursor %q is not an event id", clip(c, 80))
+	}
+	for _, k := range [][]byte{keyCursorSetAt, keySince} {
+		if _, err := getTime(meta, k); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// checkRecords checks every record (a record in the sending bucket must be sending, one in
+// deliveries must not, unless schema 1 kept it there) and compares the records with what is
+// derived from them, in the same pass.
+func checkRecords(tx *bolt.Tx, schema string, r rules) (derivedOK bool, err error) {
+	all, sending := tx.Bucket(bucketDeliveries), tx.Bucket(bucketSending)
+	if all == nil || sending == nil {
+		return false, nil // not (yet) a store: checkSchema or the first start's setup see to it
+	}
+	var rd recordDecoder
+	counts := map[string]map[State]int{}
+	count := func(d Delivery) {
+		if counts[d.Kind] == nil {
+			counts[d.Kind] = map[State]int{}
+		}
+		counts[d.Kind][d.State]++
+	}
+	problems := tx.Bucket(bucketProblems)
+	derivedOK = problems != nil
+	// The problem index and the deliveries bucket are both in key order: walk them side by side.
+	var pc *bolt.Cursor
+	var pk []byte
+	if problems != nil {
+		pc = problems.Cursor()
+		pk, _ = pc.First()
+	}
+	err = all.ForEach(func(k, v []byte) error {
+		d, err := rd.delivery(k, v, r)
+		if err != nil {
+			return err
+		}
+		if d.State == Sending && schema == schemaVersion {
+			return fmt.Errorf("delivery record %q is sending but not in the sending bucket", clip(k, 80))
+		}
+		count(d)
+		if d.State == Dead || d.State == Ambiguous {
+			if pc != nil && bytes.Equal(pk, k) {
+				pk, _ = pc.Next()
+			} else {
+				derivedOK = false
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if pk != nil {
+		derivedOK = false
+	}
+	err = sending.ForEach(func(k, v []byte) error {
+		if len(v) == 0 {
+			return nil // schema 1's index entry: the record is in deliveries
+		}
+		d, err := rd.delivery(k, v, r)
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.State != Sending:
+			return fmt.Errorf("delivery record %q in the sending bucket is %s", clip(k, 80), d.State)
+		case schema == schemaVersion && all.Get(k) != nil:
+			return fmt.Errorf("delivery record %q is in both the sending and the deliveries bucket", clip(k, 80))
+		}
+		count(d)
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return derivedOK && countersMatch(tx, counts) && retryQueueMatches(tx, r), nil
+}
+
+// countersMatch reports whether bucketCounts holds exactly counts.
+func countersMatch(tx *bolt.Tx, counts map[string]map[State]int) bool {
+	b := tx.Bucket(bucketCounts)
+	if b == nil {
+		return false
+	}
+	want := 0
+	for _, states := range counts {
+		want += len(states)
+	}
+	seen, ok := 0, true
+	_ = b.ForEach(func(k, v []byte) error {
+		kind, state, cut := strings.Cut(string(k), "\x00")
+		if !cut || len(v) != 8 || binary.BigEndian.Uint64(v) != uint64(counts[kind][State(state)]) {
+			ok = false
+		}
+		seen++
+		return nil
+	})
+	return ok && seen == want
+}
+
+// retryQueueMatches reports whether every queued retry names a record that is not final, as
+// rebuildDerived leaves the queue.
+func retryQueueMatches(tx *bolt.Tx, r rules) bool {
+	b := tx.Bucket(bucketRetry)
+	if b == nil {
+		return false
+	}
+	ok := true
+	_ = b.ForEach(func(k, _ []byte) error {
+		v := getRecord(tx, k)
+		if v == nil {
+			ok = false
+			return nil
+		}
+		if d, err := decodeDelivery(k, v, r); err != nil || d.State.Final() {
+			ok = false
+		}
+		return nil
+	})
+	return ok
 }
 
 func (s *Store) checkSchema() error {
@@ -383,6 +543,9 @@ func setStart(meta *bolt.Bucket, since time.Time) error {
 }
 
 func putCursor(meta *bolt.Bucket, eventID string, now time.Time) error {
+	if !plausibleEventID([]byte(eventID)) { // the next open would refuse it (checkPosition)
+		return fmt.Errorf("the cursor %q is not an event id", clip([]byte(eventID), 80))
+	}
 	if err := meta.Put(keyInitialized, []byte{1}); err != nil {
 		return err
 	}
@@ -402,7 +565,7 @@ func (s *Store) Delivery(eventID string) (Delivery, bool, error) {
 			return nil
 		}
 		found = true
-		d, err = decodeDelivery([]byte(eventID), v)
+		d, err = decodeDelivery([]byte(eventID), v, rulesNow(s.kinds))
 		return err
 	})
 	if err != nil {
@@ -426,6 +589,11 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 		return err
 	}
 	key := []byte(d.EventID)
+	// What would not read back is not written: the next start would refuse the file as damaged,
+	// after the email went out.
+	if err := checkDelivery(key, "", d, rulesNow(nil)); err != nil {
+		return fmt.Errorf("delivery record %q: %w", clip(key, 80), err)
+	}
 	all, sending := tx.Bucket(bucketDeliveries), tx.Bucket(bucketSending)
 	// Event ids grow with time, so records are appended at the right edge of the tree. bbolt
 	// splits pages half full by default, which for appends leaves the file twice its data.
@@ -513,7 +681,7 @@ func (s *Store) Interrupted() ([]Delivery, error) {
 	var out []Delivery
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSending).ForEach(func(k, _ []byte) error {
-			d, err := decodeDelivery(k, getRecord(tx, k))
+			d, err := decodeDelivery(k, getRecord(tx, k), rulesNow(s.kinds))
 			if err != nil {
 				return err
 			}
@@ -529,9 +697,11 @@ func (s *Store) Interrupted() ([]Delivery, error) {
 
 // ForEach calls fn for every delivery record in event-id order.
 func (s *Store) ForEach(fn func(Delivery) error) error {
+	var rd recordDecoder
+	r := rulesNow(s.kinds)
 	return s.db.View(func(tx *bolt.Tx) error {
 		return forEachRecord(tx, func(k, v []byte) error {
-			d, err := decodeDelivery(k, v)
+			d, err := rd.delivery(k, v, r)
 			if err != nil {
 				return err
 			}

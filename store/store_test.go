@@ -263,3 +263,26 @@ func TestFinalStates(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOpen100k is the start-up cost of a store of 100k records: every record is read and
+// checked once (verify) before the daemon sends anything.
+func BenchmarkOpen100k(b *testing.B) {
+	s := benchStore(b, 100_000)
+	path := s.Path()
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	for _, ro := range []bool{false, true} {
+		b.Run(map[bool]string{false: "read-write", true: "read-only"}[ro], func(b *testing.B) {
+			for b.Loop() {
+				s, err := Open(path, Options{ReadOnly: ro})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

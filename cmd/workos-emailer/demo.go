@@ -82,7 +82,7 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 	url := fw.Start()
 	defer fw.Close()
 
-	st, err := store.Open(dbPath, store.Options{})
+	st, err := store.Open(dbPath, store.Options{Kinds: mailer.AllKinds})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
@@ -154,7 +155,7 @@ func openStoreReadOnly(cfg *Config) (*store.Store, error) {
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
-	return store.Open(cfg.Store.Path, store.Options{ReadOnly: true, LockTimeout: opsLockTimeout})
+	return store.Open(cfg.Store.Path, store.Options{ReadOnly: true, LockTimeout: opsLockTimeout, Kinds: mailer.AllKinds})
 }
 
 // openStoreForWrite opens the existing store read-write for a command that changes it.
@@ -162,7 +163,7 @@ func openStoreForWrite(cfg *Config, command string) (*store.Store, error) {
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.Store.Path, store.Options{LockTimeout: opsLockTimeout})
+	st, err := store.Open(cfg.Store.Path, store.Options{LockTimeout: opsLockTimeout, Kinds: mailer.AllKinds})
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("%s changes the store, but another process (the running daemon?) holds it: %s: %w",
 			command, stopServiceHint, err)

@@ -210,7 +210,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		return err
 	}
 	dbPath := filepath.Join(spec.Dir, "state.db")
-	st, err := store.Open(dbPath, store.Options{})
+	st, err := store.Open(dbPath, store.Options{Kinds: mailer.AllKinds})
 	if err != nil {
 		return err
 	}
