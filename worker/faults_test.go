@@ -337,6 +337,8 @@ func TestWorkOSFaults(t *testing.T) {
 		{name: "body cut short", n: 2, fault: cutShort(`{"object":"list","data":[`)},
 		{name: "event without an id", n: 2, only: []string{list}, fault: body("application/json",
 			`{"object":"list","data":[{"object":"event","id":"","event":"magic_auth.created","data":{"id":"magic_auth_01X"},"created_at":"2026-01-01T00:00:00.000Z"}],"list_metadata":{"after":null}}`)},
+		{name: "event id that is no WorkOS id", n: 2, only: []string{list}, logs: "not a WorkOS event id", fault: body("application/json",
+			`{"object":"list","data":[{"object":"event","id":"event_01\u0000 x","event":"magic_auth.created","data":{"id":"magic_auth_01X"},"created_at":"2026-01-01T00:00:00.000Z"}],"list_metadata":{"after":null}}`)},
 	}
 	for _, target := range []string{list, magic, org} {
 		for _, f := range faults {
@@ -465,6 +467,12 @@ func TestWorkOSBadData(t *testing.T) {
 		{name: "no email in the event: the object's address is used", seed: func(h *harness) string {
 			id := h.wos.AddObject("magic_auth", map[string]any{"email": "x@example.com", "code": "123456", "expires_at": hour()})
 			return h.wos.AddRawEvent("magic_auth.created", json.RawMessage(`{"object":"magic_auth","id":"`+id+`"}`))
+		}, state: store.Sent, gets: 1, sentTo: "x@example.com"},
+		{name: "created_at decades off", seed: func(h *harness) string {
+			h.wos.Now = func() time.Time { return time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC) }
+			defer func() { h.wos.Now = time.Now }()
+			ev, _, _ := h.wos.AddCode("magic_auth", "x@example.com", "user_01", time.Now().Add(time.Hour))
+			return ev
 		}, state: store.Sent, gets: 1, sentTo: "x@example.com"},
 		{name: "Get 404", seed: code(nil), state: store.Skipped, reason: "not found", gets: 1},
 		{name: "Get returns another email", seed: code(map[string]any{"email": "other@example.com"}),

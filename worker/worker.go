@@ -394,6 +394,11 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	if !found {
 		rec = store.Delivery{EventID: ev.ID, Kind: EventKinds[ev.Type], State: store.Pending,
 			EventCreatedAt: ev.CreatedAt, FirstSeenAt: w.opts.Now()}
+		if !store.StorableTime(ev.CreatedAt) {
+			// WorkOS's clock, not ours: a created_at decades off must not keep the record out
+			// of the store (the store refuses implausible times as damage).
+			rec.EventCreatedAt = time.Time{}
+		}
 	}
 	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", rec.Kind))
 	// maybeSent: an earlier send of this event may have been accepted (on_ambiguous: resend).

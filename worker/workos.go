@@ -402,6 +402,12 @@ func (c *WorkOSClient) ListEvents(ctx context.Context, req ListRequest) (Page, e
 			// It could be neither recorded nor paged past: an unreadable answer, retried like one.
 			return Page{}, &APIError{Status: http.StatusBadGateway, Err: errors.New("WorkOS list events: an event without an id")}
 		}
+		if !ValidEventID(e.ID) {
+			// Likewise: the store keeps records and the cursor by event id and refuses ids that
+			// no WorkOS event has.
+			return Page{}, &APIError{Status: http.StatusBadGateway,
+				Err: fmt.Errorf("WorkOS list events: an event id %q that is not a WorkOS event id", truncate(e.ID, 80))}
+		}
 		if i > 0 && e.CreatedAt.Before(resp.Data[i-1].CreatedAt) {
 			// The cursor is the page's last event: on a newest-first page it would jump past
 			// everything else. Refuse the page rather than lose events.
