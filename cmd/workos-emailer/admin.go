@@ -94,15 +94,20 @@ func readyPollAge(pollInterval time.Duration) time.Duration {
 }
 
 // readiness answers /readyz: 200 only when the store is readable, WorkOS answered a poll
-// recently, SES is not refusing to send, and shutdown has not begun; otherwise 503 with one
-// short line per reason.
+// recently and accepts the API key, sending is not paused, and shutdown has not begun;
+// otherwise 503 with one short line per reason.
 type readiness struct {
-	store      func() error // nil error: the store is open and readable
-	lastPoll   func() time.Time
-	paused     func() bool
-	maxPollAge time.Duration
-	now        func() time.Time
-	stopping   atomic.Bool
+	store    func() error // nil error: the store is open and readable
+	lastPoll func() time.Time
+	// pauseReason says why sending is paused; "" when it is not.
+	pauseReason func() string
+	// keyRejected: WorkOS refused the API key on its last answer about it; keyName names the
+	// key for the operator (never its secret part).
+	keyRejected func() bool
+	keyName     string
+	maxPollAge  time.Duration
+	now         func() time.Time
+	stopping    atomic.Bool
 }
 
 // notReady lists why the daemon is not ready; empty when it is.
@@ -121,8 +126,11 @@ func (r *readiness) notReady() []string {
 		why = append(why, fmt.Sprintf("last successful poll of WorkOS events %s ago (limit %s)",
 			r.now().Sub(last).Round(time.Second), r.maxPollAge))
 	}
-	if r.paused() {
-		why = append(why, "SES refuses to send for the account: sending is paused")
+	if r.keyRejected != nil && r.keyRejected() {
+		why = append(why, "WorkOS rejects the API key ("+r.keyName+"): set a valid one")
+	}
+	if reason := r.pauseReason(); reason != "" {
+		why = append(why, "sending is paused: "+reason)
 	}
 	return why
 }

@@ -157,6 +157,17 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// status reads the daemon's /status document.
+func (d *daemonUnderTest) status() statusDoc {
+	d.t.Helper()
+	code, body := get(d.t, d.admin+"/status")
+	var doc statusDoc
+	if err := json.Unmarshal([]byte(body), &doc); code != http.StatusOK || err != nil {
+		d.t.Fatalf("/status: %d %v %s", code, err, body)
+	}
+	return doc
+}
+
 func (d *daemonUnderTest) scrape() (map[string]*dto.MetricFamily, string) {
 	d.t.Helper()
 	code, body := get(d.t, d.admin+"/metrics")
@@ -289,11 +300,15 @@ func TestReadinessFollowsPollingAndSES(t *testing.T) {
 	floor := readyPollAgeFloor
 	readyPollAgeFloor = 0 // 3 × poll_interval (150ms) instead of 30s
 	t.Cleanup(func() { readyPollAgeFloor = floor })
-	var wosDown, sesPaused atomic.Bool
+	var wosDown, keyRejected, sesPaused atomic.Bool
 	d := startDaemon(t, func(d *daemonUnderTest) {
 		d.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 			if wosDown.Load() && r.URL.Path == "/events" {
 				fakeworkos.WriteError(w, http.StatusServiceUnavailable, "", "down for maintenance")
+				return true
+			}
+			if keyRejected.Load() {
+				fakeworkos.WriteError(w, http.StatusUnauthorized, "", "Unauthorized")
 				return true
 			}
 			return false
@@ -322,9 +337,23 @@ func TestReadinessFollowsPollingAndSES(t *testing.T) {
 	wosDown.Store(false)
 	eventually(t, "ready again once WorkOS answers", readyz(http.StatusOK, "ready"))
 
+	keyRejected.Store(true)
+	eventually(t, "not ready while WorkOS rejects the key", readyz(http.StatusServiceUnavailable,
+		"WorkOS rejects the API key (WORKOS_API_KEY, sk_test_...): set a valid one"))
+	if doc := d.status(); doc.Live == nil || !doc.Live.WorkOSKeyRejected {
+		t.Errorf("status does not say the key is rejected: %+v", doc.Live)
+	}
+	keyRejected.Store(false)
+	eventually(t, "ready again once WorkOS takes the key", readyz(http.StatusOK, "ready"))
+
 	sesPaused.Store(true)
 	d.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
-	eventually(t, "not ready while SES is paused", readyz(http.StatusServiceUnavailable, "sending is paused"))
+	eventually(t, "not ready while SES is paused", readyz(http.StatusServiceUnavailable,
+		"sending is paused: SES refuses to send for the account (SendingPausedException)"))
+	if doc := d.status(); doc.Live == nil || !doc.Live.SESPaused || doc.Live.SESPauseReason == nil ||
+		*doc.Live.SESPauseReason != "SES refuses to send for the account (SendingPausedException)" || doc.Live.WorkOSKeyRejected {
+		t.Errorf("status while paused: %+v", doc.Live)
+	}
 	mfs, _ := d.scrape()
 	if v := value(mfs, "workos_emailer_sending_paused", nil); v != 1 {
 		t.Errorf("sending_paused %v while paused", v)
@@ -343,22 +372,25 @@ func TestReadinessFollowsPollingAndSES(t *testing.T) {
 func TestReadinessReasons(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	r := &readiness{
-		store:      func() error { return nil },
-		lastPoll:   func() time.Time { return now.Add(-time.Second) },
-		paused:     func() bool { return false },
-		maxPollAge: 30 * time.Second,
-		now:        func() time.Time { return now },
+		store:       func() error { return nil },
+		lastPoll:    func() time.Time { return now.Add(-time.Second) },
+		pauseReason: func() string { return "" },
+		keyRejected: func() bool { return false },
+		keyName:     "WORKOS_API_KEY, sk_live_...",
+		maxPollAge:  30 * time.Second,
+		now:         func() time.Time { return now },
 	}
 	if why := r.notReady(); len(why) != 0 {
 		t.Errorf("healthy daemon not ready: %q", why)
 	}
 	r.store = func() error { return errors.New("database not open") }
 	r.lastPoll = func() time.Time { return now.Add(-45 * time.Second) }
-	r.paused = func() bool { return true }
+	r.pauseReason = func() string { return "AWS credentials cannot be resolved" }
+	r.keyRejected = func() bool { return true }
 	r.stopping.Store(true)
 	got := strings.Join(r.notReady(), "; ")
 	want := "shutting down; store is not readable; last successful poll of WorkOS events 45s ago (limit 30s); " +
-		"SES refuses to send for the account: sending is paused"
+		"WorkOS rejects the API key (WORKOS_API_KEY, sk_live_...): set a valid one; sending is paused: AWS credentials cannot be resolved"
 	if got != want {
 		t.Errorf("reasons\n got %q\nwant %q", got, want)
 	}

@@ -222,9 +222,10 @@ var hexColor = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)
 
 // validate checks every key and fills the derived fields. Errors name the key.
 func (c *Config) validate() error {
-	u, err := url.Parse(c.WorkOS.BaseURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return keyErr("workos.base_url", "must be an http(s) URL, got %q", c.WorkOS.BaseURL)
+	var err error
+	// Every request carries the API key: over plain http it would cross the network in clear.
+	if err := checkPublicURL(c.WorkOS.BaseURL); err != nil {
+		return keyErr("workos.base_url", "%v, got %q: the API key travels with every request", err, c.WorkOS.BaseURL)
 	}
 	if c.WorkOS.PollInterval <= 0 {
 		return keyErr("workos.poll_interval", "must be positive")
@@ -393,7 +394,7 @@ func (c *Config) requireAPIKey() error {
 	return nil
 }
 
-// checkPublicURL accepts https URLs, and http only for localhost (development).
+// checkPublicURL accepts https URLs, and http only for a loopback host (development, emulators).
 func checkPublicURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
@@ -402,10 +403,18 @@ func checkPublicURL(s string) error {
 	switch {
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http" && (u.Hostname() == "localhost" || u.Hostname() == "127.0.0.1"):
+	case u.Scheme == "http" && isLoopback(u.Hostname()):
 		return nil
 	}
 	return errors.New("must use https (http is allowed only for localhost)")
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // linkTemplate parses a links.* template and checks it with a sample token.

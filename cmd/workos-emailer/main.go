@@ -198,7 +198,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(cfg.Store.Path, store.Options{})
+	st, err := store.Open(cfg.Store.Path, store.Options{Kinds: mailer.AllKinds})
 	if err != nil {
 		return err
 	}
@@ -222,7 +222,8 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	// running daemon, which holds the store's lock.
 	adminRoutes := map[string]http.Handler{
 		"/status": statusHandler(st, func() liveInfo {
-			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), SendLimit: obs.limitStatus()}
+			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
+				KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
 			if q, ok := obs.metrics.LastQuota(); ok {
 				live.SESQuota = &sesQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
 			}
@@ -230,7 +231,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		}),
 		"/dead": deadHandler(st),
 	}
-	if err := obs.start(ctx, cfg, st, w, sender, adminRoutes); err != nil {
+	if err := obs.start(ctx, cfg, st, w, wos.KeyRejected, sender, adminRoutes); err != nil {
 		return err
 	}
 	defer obs.shutdown() // after the worker drains, before the store closes

@@ -83,6 +83,8 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"retention shorter than WorkOS keeps events", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  retention: 30d\n", "", "store.retention"},
 		{"color", "workos:\n  api_key: k\nmailer:\n  driver: log\nbrand:\n  primary_color: red;x\n", "", "brand.primary_color"},
 		{"env override", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_DELIVERY_CONCURRENCY=0", "delivery.concurrency"},
+		{"WorkOS over plain http", "workos:\n  api_key: k\n  base_url: http://workos-proxy.internal/\nmailer:\n  driver: log\n", "", "workos.base_url"},
+		{"WorkOS base URL not a URL", "workos:\n  api_key: k\n  base_url: api.workos.com\nmailer:\n  driver: log\n", "", "workos.base_url"},
 		{"http app link", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  app_url: http://app.example.com/\n", "", "links.app_url"},
 		{"time zone", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  time_zone: Mars/Olympus\n", "", "templates.time_zone"},
 		{"default locale without messages", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: tlh\n", "", "templates.default_locale"},

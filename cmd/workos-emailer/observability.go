@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,18 +45,31 @@ func newDaemonObs(cfg *Config, log *zap.Logger) *daemonObs {
 	}
 }
 
+// apiKeyName names the WorkOS API key for an operator: the variable it comes from and its kind
+// (sk_test_ or sk_live_), never more of it.
+func apiKeyName(key string) string {
+	for _, prefix := range []string{"sk_test_", "sk_live_"} {
+		if strings.HasPrefix(key, prefix) {
+			return "WORKOS_API_KEY, " + prefix + "..."
+		}
+	}
+	return "WORKOS_API_KEY"
+}
+
 // start binds the admin listener (routes adds to /healthz, /readyz and /metrics), tells systemd
 // READY=1, starts the watchdog and the SES quota reader, and sends STOPPING=1 as soon as ctx
 // ends. A listener that cannot bind is an error naming admin.listen.
-func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *worker.Worker, sender worker.Sender,
-	routes map[string]http.Handler) error {
+func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *worker.Worker, keyRejected func() bool,
+	sender worker.Sender, routes map[string]http.Handler) error {
 	o.metrics.WatchWorker(w)
 	o.ready = &readiness{
-		store:      func() error { _, err := st.Position(); return err },
-		lastPoll:   w.LastSuccessfulPoll,
-		paused:     w.Paused,
-		maxPollAge: readyPollAge(cfg.WorkOS.PollInterval),
-		now:        time.Now,
+		store:       func() error { _, err := st.Position(); return err },
+		lastPoll:    w.LastSuccessfulPoll,
+		pauseReason: w.PauseReason,
+		keyRejected: keyRejected,
+		keyName:     apiKeyName(cfg.WorkOS.APIKey),
+		maxPollAge:  readyPollAge(cfg.WorkOS.PollInterval),
+		now:         time.Now,
 	}
 	if cfg.Admin.Listen != "" {
 		all := map[string]http.Handler{"/healthz": healthz(), "/readyz": o.ready, "/metrics": o.metrics.Handler()}

@@ -27,8 +27,12 @@ import (
 type liveInfo struct {
 	// LastPoll is when the last ListEvents call succeeded; zero: none yet.
 	LastPoll time.Time
-	// SESPaused: SES refused to send for the whole account on the last try.
-	SESPaused bool
+	// SESPaused: SES refused to send for the whole account on the last try; PauseReason says
+	// why ("AWS credentials cannot be resolved", "SES refuses to send for the account (...)").
+	SESPaused   bool
+	PauseReason string
+	// KeyRejected: WorkOS refused the API key on its last answer about it.
+	KeyRejected bool
 	// SESQuota is the account's sending quota from SES GetAccount; nil when unknown (other
 	// mailer drivers, or not read yet).
 	SESQuota *sesQuota
@@ -85,7 +89,11 @@ type liveDoc struct {
 	LastPollAt         *time.Time `json:"last_poll_at"`
 	LastPollAgeSeconds *float64   `json:"last_poll_age_seconds"`
 	SESPaused          bool       `json:"ses_paused"`
-	SESQuota           *sesQuota  `json:"ses_quota"`
+	// SESPauseReason says why sending is paused; null when it is not.
+	SESPauseReason *string `json:"ses_pause_reason"`
+	// WorkOSKeyRejected: WorkOS refused the API key on its last answer about it.
+	WorkOSKeyRejected bool      `json:"workos_key_rejected"`
+	SESQuota          *sesQuota `json:"ses_quota"`
 	// SESQuotaExhausted: the 24-hour quota is used up; events wait pending until it frees up.
 	SESQuotaExhausted bool `json:"ses_quota_exhausted"`
 	// SESSentSinceQuotaRead counts emails sent since ses_quota was read; null without SES.
@@ -183,7 +191,10 @@ func buildStatus(st *store.Store, now time.Time, source string, live *liveInfo) 
 	}
 	if live != nil {
 		doc.Live = &liveDoc{LastPollAt: timePtr(live.LastPoll), LastPollAgeSeconds: agePtr(live.LastPoll, now),
-			SESPaused: live.SESPaused, SESQuota: live.SESQuota}
+			SESPaused: live.SESPaused, WorkOSKeyRejected: live.KeyRejected, SESQuota: live.SESQuota}
+		if live.SESPaused && live.PauseReason != "" {
+			doc.Live.SESPauseReason = &live.PauseReason
+		}
 		if l := live.SendLimit; l != nil {
 			doc.Live.SESQuotaExhausted = l.QuotaExhausted
 			doc.Live.SESSentSinceQuotaRead = &l.SentSinceQuotaRead
@@ -255,7 +266,9 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
   kinds            {KIND: {STATE: count}} for every kind with records plus the core kinds
   dead, ambiguous  counts of the deliveries that need an operator (see: dead list)
   retry_queued     deliveries queued by dead retry, not yet settled
-  live             null from the store; else {last_poll_at, last_poll_age_seconds, ses_paused,
+  live             null from the store; else {last_poll_at, last_poll_age_seconds,
+                   workos_key_rejected (true: WorkOS refuses WORKOS_API_KEY),
+                   ses_paused, ses_pause_reason: null or why sending is paused,
                    ses_quota: null or {max_send_rate, max_24_hour_send, sent_last_24_hours},
                    ses_quota_exhausted (true: events wait for the 24-hour quota to free up),
                    ses_sent_since_quota_read: null or a count,
@@ -334,9 +347,16 @@ func printStatus(w io.Writer, d statusDoc) error {
 	}
 	if l := d.Live; l != nil {
 		fmt.Fprintf(tw, "last poll\t%s\n", human(l.LastPollAt, d.GeneratedAt))
+		if l.WorkOSKeyRejected {
+			fmt.Fprintf(tw, "WorkOS\tAPI KEY REJECTED: WorkOS answers 401/403; set a valid WORKOS_API_KEY\n")
+		}
 		ses := "not paused"
 		if l.SESPaused {
-			ses = "PAUSED: SES refuses to send for the account (see the daemon's log)"
+			reason := "SES refuses to send for the account"
+			if l.SESPauseReason != nil {
+				reason = *l.SESPauseReason
+			}
+			ses = "PAUSED: " + reason + " (see the daemon's log)"
 		}
 		if q := l.SESQuota; q != nil {
 			ses += fmt.Sprintf("; quota %g/s, %g per 24h, %g sent in the last 24h", q.MaxSendRate, q.Max24HourSend, q.SentLast24Hours)
