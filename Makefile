@@ -35,7 +35,7 @@ fmt-check:
 # that found nothing. 20000 inputs take a few seconds per target.
 FUZZ_TIME ?= 20000x
 fuzz:
-	$(GO) test ./worker -run '^$$' -fuzz '^FuzzParseEventData$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./worker -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./mailer -run '^$$' -fuzz '^FuzzParseRecipient$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./mailer -run '^$$' -fuzz '^FuzzRenderEscapes$$' -fuzztime $(FUZZ_TIME)
 

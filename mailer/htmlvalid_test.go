@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/html"
+
+	"github.com/workos-emailer/workos-emailer/kinds"
 )
 
 var voidElements = []string{"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -83,15 +85,22 @@ func checkHTML(doc, locale string) []string {
 	return problems
 }
 
-// renderAll renders every kind in every locale, with sample and with hostile data.
+// renderAll renders every kind and its variants in every locale, with sample and with hostile data.
 func renderAll(t *testing.T) map[string]Rendered {
 	t.Helper()
 	tm := loadSample(t, TemplateOptions{})
 	out := map[string]Rendered{}
 	for _, locale := range Locales {
-		for _, kind := range AllKinds {
-			for variant, d := range map[string]Data{"sample": SampleData(kind, sampleNow), "hostile": hostile(kind)} {
-				d.UserLocale = locale
+		for _, kind := range kinds.Names() {
+			samples := map[string]Data{"sample": SampleData(kind, sampleNow), "hostile": hostile(kind)}
+			for _, v := range Variants(kind) {
+				samples[v], _ = sampleData(kind, v, sampleNow)
+				h := hostile(kind)
+				h.Resent = samples[v].Resent
+				samples[v+"-hostile"] = h
+			}
+			for variant, d := range samples {
+				d.UserLocales = []string{locale}
 				out[locale+"/"+kind+"-"+variant] = render(t, tm, d)
 			}
 		}

@@ -7,46 +7,47 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/workos-emailer/workos-emailer/kinds"
 )
 
-// SampleData is an email of kind with made-up but realistic values, rendered at now: for the
-// render command, the preview gallery, the golden files and the check of every template at
-// start.
+// SampleData is kind's own sample email (kinds.Kind.Samples), rendered at now: for the render
+// command, the preview gallery, the golden files and the check of every template at start.
 func SampleData(kind string, now time.Time) Data {
-	d := Data{Kind: kind, Now: now, Email: "grace.hopper@example.com"}
-	switch kind {
-	case KindInvitation:
-		d.Link = "https://auth.example.com/invite?invitation_token=Z1uX3RbwcIl5fIGJJJCXXisdI"
-		d.ExpiresAt = now.Add(7 * 24 * time.Hour)
-		d.OrganizationName = "Acme Robotics"
-		d.InviterName = "Ada Lovelace"
-		d.InviterEmail = "ada@acme.example"
-	case KindPasswordReset:
-		d.Link = "https://auth.example.com/reset-password?token=Z1uX3RbwcIl5fIGJJJCXXisdI"
-		d.ExpiresAt = now.Add(time.Hour)
-	case KindMagicAuth:
-		d.Code = "123456"
-		d.ExpiresAt = now.Add(10 * time.Minute)
-	case KindEmailVerification:
-		d.Code = "654321"
-		d.ExpiresAt = now.Add(24 * time.Hour)
-	case KindWelcome:
-		d.FirstName = "Grace"
-		d.Link = "https://app.example.com/"
-	case KindPasswordChanged:
-		d.FirstName = "Grace"
-		d.EventAt = now.Add(-2 * time.Minute)
-		d.Link = "https://app.example.com/"
-	}
+	d, _ := sampleData(kind, "", now)
 	return d
+}
+
+// sampleData is the sample of kind's variant ("" for its own); ok is false when there is none.
+func sampleData(kind, variant string, now time.Time) (Data, bool) {
+	k, ok := kinds.Get(kind)
+	if !ok {
+		return Data{}, false
+	}
+	for _, s := range k.Samples {
+		if s.Variant != variant {
+			continue
+		}
+		d := Data{Kind: kind, Now: now, Email: "grace.hopper@example.com", Code: s.Code, Link: s.Link,
+			OrganizationName: s.OrganizationName, InviterName: s.InviterName, InviterEmail: s.InviterEmail,
+			FirstName: s.FirstName, Resent: s.Resent}
+		if s.ExpiresIn > 0 {
+			d.ExpiresAt = now.Add(s.ExpiresIn)
+		}
+		if s.EventAgo > 0 {
+			d.EventAt = now.Add(-s.EventAgo)
+		}
+		return d, true
+	}
+	return Data{}, false
 }
 
 // Preview is one rendered sample: what the gallery shows of it.
 type Preview struct {
-	Kind, Org, Locale string
+	// Variant is the sample's variant of the kind ("reminder"), "" for its own.
+	Kind, Variant, Org, Locale string
 	Rendered
 	// Files are the templates it was rendered from.
 	Files []string
@@ -54,26 +55,42 @@ type Preview struct {
 	HTMLFile, TextFile string
 }
 
-// RenderSample renders kind's sample email for org ("" for none) in locale ("" for the
-// default), at now.
-func (t *Templates) RenderSample(kind, org, locale string, now time.Time) (Preview, error) {
-	if !slices.Contains(AllKinds, kind) {
-		return Preview{}, fmt.Errorf("unknown kind %q (kinds: %s)", kind, strings.Join(AllKinds, ", "))
+// RenderSample renders kind's sample email, or the sample of one of its variants ("" for its
+// own), for org ("" for none) in locale ("" for the default), at now.
+func (t *Templates) RenderSample(kind, variant, org, locale string, now time.Time) (Preview, error) {
+	if _, ok := kinds.Get(kind); !ok {
+		return Preview{}, fmt.Errorf("unknown kind %q (kinds: %s)", kind, strings.Join(kinds.Names(), ", "))
+	}
+	d, ok := sampleData(kind, variant, now)
+	if !ok {
+		return Preview{}, fmt.Errorf("kind %s has no variant %q (variants: %s)", kind, variant, strings.Join(Variants(kind), ", "))
 	}
 	if locale == "" {
-		locale = t.LocaleFor(org, "")
+		locale = t.LocaleFor(org)
 	} else if l, ok := t.match(locale); ok {
 		locale = l
 	} else {
 		return Preview{}, fmt.Errorf("no messages for locale %q (have %s)", locale, strings.Join(t.supported, ", "))
 	}
-	d := SampleData(kind, now)
-	d.OrganizationID, d.UserLocale = org, locale
+	d.OrganizationID, d.UserLocales = org, []string{locale}
 	r, err := t.Render(d)
 	if err != nil {
 		return Preview{}, err
 	}
-	return Preview{Kind: kind, Org: org, Locale: locale, Rendered: r, Files: t.Files(kind, org, locale)}, nil
+	return Preview{Kind: kind, Variant: variant, Org: org, Locale: locale, Rendered: r, Files: t.Files(kind, org, locale)}, nil
+}
+
+// Variants lists the variants of kind's sample other than its own ("reminder").
+func Variants(kind string) []string {
+	var out []string
+	if k, ok := kinds.Get(kind); ok {
+		for _, s := range k.Samples {
+			if s.Variant != "" {
+				out = append(out, s.Variant)
+			}
+		}
+	}
+	return out
 }
 
 // WriteGallery renders every kind in every locale, for the default templates and for every
@@ -84,32 +101,46 @@ func (t *Templates) WriteGallery(dir string, now time.Time) ([]Preview, error) {
 	var all []Preview
 	for _, org := range append([]string{""}, t.Organizations()...) {
 		for _, locale := range t.supported {
-			for _, kind := range AllKinds {
-				p, err := t.RenderSample(kind, org, locale, now)
-				if err != nil {
-					return nil, err
-				}
-				base := path.Join(orDefault(org, "default"), locale, kind)
-				p.HTMLFile, p.TextFile = base+".html", base+".txt"
-				for file, content := range map[string]string{p.HTMLFile: p.HTML, p.TextFile: "Subject: " + p.Subject + "\n\n" + p.Text} {
-					full := filepath.Join(dir, filepath.FromSlash(file))
-					if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			for _, kind := range kinds.Names() {
+				for _, variant := range append([]string{""}, Variants(kind)...) {
+					p, err := t.RenderSample(kind, variant, org, locale, now)
+					if err != nil {
 						return nil, err
 					}
-					if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+					if err := writePreview(dir, &p); err != nil {
 						return nil, err
 					}
+					all = append(all, p)
 				}
-				all = append(all, p)
 			}
 		}
 	}
 	var b bytes.Buffer
 	if err := galleryTemplate.Execute(&b, gallery{Brand: t.brand, Previews: all, Locales: t.supported,
-		Names: t.localeNames(), Kinds: AllKinds, Generated: now.UTC().Format(time.RFC1123)}); err != nil {
+		Names: t.localeNames(), Kinds: kinds.Names(), Generated: now.UTC().Format(time.RFC1123)}); err != nil {
 		return nil, err
 	}
 	return all, os.WriteFile(filepath.Join(dir, "index.html"), b.Bytes(), 0o644)
+}
+
+// writePreview writes p as an HTML and a text file under dir and notes where in p.
+func writePreview(dir string, p *Preview) error {
+	name := p.Kind
+	if p.Variant != "" {
+		name += "." + p.Variant
+	}
+	base := path.Join(orDefault(p.Org, "default"), p.Locale, name)
+	p.HTMLFile, p.TextFile = base+".html", base+".txt"
+	for file, content := range map[string]string{p.HTMLFile: p.HTML, p.TextFile: "Subject: " + p.Subject + "\n\n" + p.Text} {
+		full := filepath.Join(dir, filepath.FromSlash(file))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *Templates) localeNames() map[string]string {
@@ -131,8 +162,8 @@ type gallery struct {
 
 var galleryTemplate = htmltemplate.Must(htmltemplate.New("gallery").Funcs(htmltemplate.FuncMap{
 	"title": func(kind string) string {
-		return map[string]string{KindInvitation: "Invitation", KindMagicAuth: "Magic Auth code", KindEmailVerification: "Email verification",
-			KindPasswordReset: "Password reset", KindWelcome: "Welcome", KindPasswordChanged: "Password changed"}[kind]
+		k, _ := kinds.Get(kind)
+		return k.Title
 	},
 	"orgName": func(org string) string { return orDefault(org, "default templates") },
 }).Parse(`<!DOCTYPE html>
@@ -176,8 +207,8 @@ h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px 
 <h2>{{title $kind}}</h2>
 <div class="grid">
 {{range $.Previews}}{{if eq .Kind $kind}}
-<article class="card" id="{{.Kind}}-{{orgName .Org}}-{{.Locale}}">
-<div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}</div><div class="subject">{{.Subject}}</div></div>
+<article class="card" id="{{.Kind}}{{with .Variant}}.{{.}}{{end}}-{{orgName .Org}}-{{.Locale}}">
+<div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}{{with .Variant}} · {{.}}{{end}}</div><div class="subject">{{.Subject}}</div></div>
 <div class="body"><iframe src="{{.HTMLFile}}" title="{{.Subject}}" loading="lazy"></iframe><pre>{{.Text}}</pre></div>
 <div class="files">{{range $i, $f := .Files}}{{if $i}} · {{end}}{{$f}}{{end}} · <a href="{{.HTMLFile}}">HTML</a> · <a href="{{.TextFile}}">text</a></div>
 </article>

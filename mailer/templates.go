@@ -23,28 +23,12 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/language"
+
+	"github.com/workos-emailer/workos-emailer/kinds"
 )
 
 //go:embed templates
 var builtinTemplates embed.FS
-
-// Kinds of email, as named in configuration and on the command line.
-const (
-	KindInvitation        = "invitation"
-	KindMagicAuth         = "magic_auth"
-	KindEmailVerification = "email_verification"
-	KindPasswordReset     = "password_reset"
-	// KindWelcome greets a user once their email address is verified, once per user.
-	KindWelcome = "welcome"
-	// KindPasswordChanged tells a user their password was changed, in case it was not them.
-	KindPasswordChanged = "password_changed"
-)
-
-// CoreKinds are the kinds sent by default.
-var CoreKinds = []string{KindInvitation, KindMagicAuth, KindEmailVerification, KindPasswordReset}
-
-// AllKinds are every kind, the optional ones last.
-var AllKinds = append(slices.Clone(CoreKinds), KindWelcome, KindPasswordChanged)
 
 // Brand is the sender's identity shown in every email.
 type Brand struct {
@@ -117,9 +101,12 @@ type Data struct {
 	InviterEmail     string
 	// FirstName is the recipient's first name, when known (welcome, password_changed).
 	FirstName string
-	// UserLocale is the locale the recipient's WorkOS user asks for, if any; it wins over the
-	// organization's and the default when a catalog matches it.
-	UserLocale string
+	// Resent marks an invitation sent again (invitation.resent): the email is a reminder.
+	Resent bool
+	// UserLocales are the locales the reader asks for, first choice first (their WorkOS
+	// locale, their metadata's); the first a catalog matches wins over the organization's and
+	// the default.
+	UserLocales []string
 	// EventAt is when the event happened (password_changed: when the password was changed).
 	EventAt time.Time
 	// Now is the render time; expiry phrases are relative to it.
@@ -202,7 +189,7 @@ var orgDirRE = regexp.MustCompile(`^org_[0-9A-Za-z]{1,64}$`)
 // templateNames are the file names a template directory may hold, per kind and the layouts.
 func templateNames() map[string]bool {
 	names := map[string]bool{"layout.html": true, "layout.txt": true, "blocks.html": true}
-	for _, k := range AllKinds {
+	for _, k := range kinds.Names() {
 		for _, ext := range []string{".subject.txt", ".html", ".txt"} {
 			names[k+ext] = true
 		}
@@ -235,22 +222,19 @@ func LoadTemplates(opts TemplateOptions) (*Templates, error) {
 	if t.catalogs, err = loadCatalogs(t.dir, opts.Dir); err != nil {
 		return nil, &TemplateError{err}
 	}
-	def := canonicalLocale(orDefault(opts.DefaultLocale, "en"))
-	if _, ok := t.catalogs[def]; !ok {
-		return nil, &TemplateError{fmt.Errorf("templates.default_locale: no messages for %q (built-in: %s)", def, strings.Join(Locales, ", "))}
-	}
-	t.supported = []string{def}
+	// The default is matched as any requested locale is ("de-DE" is de), then put first.
 	for name := range t.catalogs {
-		if name != def {
-			t.supported = append(t.supported, name)
-		}
+		t.supported = append(t.supported, name)
 	}
-	sort.Strings(t.supported[1:])
-	tags := make([]language.Tag, len(t.supported))
-	for i, name := range t.supported {
-		tags[i] = t.catalogs[name].tag
+	sort.Strings(t.supported)
+	t.buildMatcher()
+	def, ok := t.match(orDefault(opts.DefaultLocale, "en"))
+	if !ok {
+		return nil, &TemplateError{fmt.Errorf("templates.default_locale: no messages for %q (have %s)", opts.DefaultLocale, strings.Join(t.supported, ", "))}
 	}
-	t.matcher = language.NewMatcher(tags)
+	t.supported = slices.DeleteFunc(t.supported, func(name string) bool { return name == def })
+	t.supported = append([]string{def}, t.supported...)
+	t.buildMatcher()
 	for org, loc := range opts.OrgLocales {
 		if _, ok := t.match(loc); !ok {
 			return nil, &TemplateError{fmt.Errorf("templates.org_locales: %s: no messages for locale %q (have %s)", org, loc, strings.Join(t.supported, ", "))}
@@ -270,6 +254,15 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// buildMatcher indexes t.supported for match.
+func (t *Templates) buildMatcher() {
+	tags := make([]language.Tag, len(t.supported))
+	for i, name := range t.supported {
+		tags[i] = t.catalogs[name].tag
+	}
+	t.matcher = language.NewMatcher(tags)
 }
 
 // match returns the supported locale for a requested one ("de-AT" -> "de", "pt" -> "pt-BR").
@@ -308,11 +301,13 @@ func (t *Templates) Organizations() []string {
 	return out
 }
 
-// LocaleFor is the locale an email is written in: the user's when a catalog matches it, else
-// the organization's (templates.org_locales), else templates.default_locale.
-func (t *Templates) LocaleFor(orgID, userLocale string) string {
-	if l, ok := t.match(userLocale); ok {
-		return l
+// LocaleFor is the locale an email is written in: the first of the user's that a catalog
+// matches, else the organization's (templates.org_locales), else templates.default_locale.
+func (t *Templates) LocaleFor(orgID string, userLocales ...string) string {
+	for _, ul := range userLocales {
+		if l, ok := t.match(ul); ok {
+			return l
+		}
 	}
 	if l, ok := t.match(t.opts.OrgLocales[orgID]); ok {
 		return l
@@ -341,7 +336,7 @@ func (t *Templates) scanDir() error {
 			case !e.IsDir() && names[name]:
 			case !e.IsDir():
 				return fmt.Errorf("%s: not a template name (templates are KIND.subject.txt, KIND.html, KIND.txt, layout.html, layout.txt and blocks.html; kinds: %s)",
-					shown, strings.Join(AllKinds, ", "))
+					shown, strings.Join(kinds.Names(), ", "))
 			case allowLocales && isLocale(name):
 				if err := checkLeaf(t.dir, names, path.Join(dir, name), shown); err != nil {
 					return err
@@ -427,7 +422,7 @@ func (t *Templates) compileAll() error {
 	orgs := append([]string{""}, t.Organizations()...)
 	for _, org := range orgs {
 		for _, locale := range t.supported {
-			for _, kind := range AllKinds {
+			for _, kind := range kinds.Names() {
 				var srcs [6]source
 				for i, name := range []string{kind + ".subject.txt", "layout.html", kind + ".html", "layout.txt", kind + ".txt", "blocks.html"} {
 					src, err := t.find(org, locale, name)
@@ -447,8 +442,11 @@ func (t *Templates) compileAll() error {
 						return err
 					}
 					compiled[key] = kt
-					if _, err := t.render(kt, SampleData(kind, time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC)), locale); err != nil {
-						return fmt.Errorf("%s (locale %s) fails on sample data: %w", kind, locale, err)
+					for _, variant := range append([]string{""}, Variants(kind)...) {
+						d, _ := sampleData(kind, variant, time.Date(2026, 11, 23, 9, 30, 0, 0, time.UTC))
+						if _, err := t.render(kt, d, locale); err != nil {
+							return fmt.Errorf("%s (locale %s) fails on sample data%s: %w", kind, locale, variantNote(variant), err)
+						}
 					}
 				}
 				t.sets[setKey{org, locale, kind}] = kt
@@ -535,7 +533,7 @@ func (t *Templates) lookup(kind, org, locale string) *kindTemplates {
 // Render produces the subject and both bodies for data.Kind, in the reader's locale, with the
 // organization's templates if it has any.
 func (t *Templates) Render(data Data) (Rendered, error) {
-	locale := t.LocaleFor(data.OrganizationID, data.UserLocale)
+	locale := t.LocaleFor(data.OrganizationID, data.UserLocales...)
 	kt := t.lookup(data.Kind, data.OrganizationID, locale)
 	if kt == nil {
 		return Rendered{}, fmt.Errorf("no template for email kind %q", data.Kind)
@@ -683,4 +681,12 @@ func invisible(r rune) bool {
 // neither ASCII nor Latin (Arabic and Indic scripts, emoji).
 func joinsScript(r rune) bool {
 	return r >= utf8.RuneSelf && r != utf8.RuneError && !unicode.Is(unicode.Latin, r) && !invisible(r) && !unicode.IsSpace(r)
+}
+
+// variantNote names a sample variant in an error, "" for a kind's own sample.
+func variantNote(variant string) string {
+	if variant == "" {
+		return ""
+	}
+	return " (variant " + variant + ")"
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/text/feature/plural"
+
+	"github.com/workos-emailer/workos-emailer/kinds"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/golden")
@@ -42,33 +44,39 @@ func render(t testing.TB, tm *Templates, d Data) Rendered {
 	return r
 }
 
-// TestGolden renders every kind in every built-in locale with sample data and compares with
-// testdata/golden/LOCALE/; run `go test ./mailer -run Golden -update` to rewrite them, then
+// TestGolden renders every kind and each of its variants (KIND.VARIANT) in every built-in
+// locale with sample data and compares with testdata/golden/LOCALE/; run `go test ./mailer -run Golden -update` to rewrite them, then
 // review the diff.
 func TestGolden(t *testing.T) {
 	tm := loadSample(t, TemplateOptions{})
 	for _, locale := range Locales {
-		for _, kind := range AllKinds {
-			d := SampleData(kind, sampleNow)
-			d.UserLocale = locale
-			r := render(t, tm, d)
-			for ext, got := range map[string]string{"subject.txt": r.Subject + "\n", "html": r.HTML, "txt": r.Text} {
-				path := filepath.Join("testdata", "golden", locale, kind+"."+ext)
-				if *update {
-					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-						t.Fatal(err)
-					}
-					continue
+		for _, kind := range kinds.Names() {
+			for _, variant := range append([]string{""}, Variants(kind)...) {
+				d, _ := sampleData(kind, variant, sampleNow)
+				d.UserLocales = []string{locale}
+				r := render(t, tm, d)
+				name := kind
+				if variant != "" {
+					name += "." + variant
 				}
-				want, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatalf("%v (run go test ./mailer -run Golden -update)", err)
-				}
-				if got != string(want) {
-					t.Errorf("%s differs from the golden file; run go test ./mailer -run Golden -update and review the diff\n--- got ---\n%s", path, got)
+				for ext, got := range map[string]string{"subject.txt": r.Subject + "\n", "html": r.HTML, "txt": r.Text} {
+					path := filepath.Join("testdata", "golden", locale, name+"."+ext)
+					if *update {
+						if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+							t.Fatal(err)
+						}
+						if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+							t.Fatal(err)
+						}
+						continue
+					}
+					want, err := os.ReadFile(path)
+					if err != nil {
+						t.Fatalf("%v (run go test ./mailer -run Golden -update)", err)
+					}
+					if got != string(want) {
+						t.Errorf("%s differs from the golden file; run go test ./mailer -run Golden -update and review the diff\n--- got ---\n%s", path, got)
+					}
 				}
 			}
 		}
@@ -166,24 +174,24 @@ func TestExpiryInTheReadersLanguage(t *testing.T) {
 		locale, kind string
 		want         []string
 	}{
-		{"en", KindMagicAuth, []string{"expires in 10 minutes"}},
-		{"de", KindMagicAuth, []string{"läuft in 10 Minuten ab"}},
-		{"fr", KindMagicAuth, []string{"expire dans 10 minutes"}},
-		{"es", KindMagicAuth, []string{"expira en 10 minutos"}},
-		{"pt-BR", KindMagicAuth, []string{"expira em 10 minutos"}},
-		{"ja", KindMagicAuth, []string{"有効期限は10分"}},
-		{"en", KindInvitation, []string{"expires in 7 days, on Sunday, November 29, 2026 at 10:00 AM UTC"}},
-		{"de", KindInvitation, []string{"läuft in 7 Tagen ab (am Sonntag, 29. November 2026 um 10:00 UTC)"}},
-		{"fr", KindInvitation, []string{"expire dans 7 jours, le dimanche 29 novembre 2026 à 10:00 UTC"}},
-		{"es", KindInvitation, []string{"expira en 7 días, el domingo, 29 de noviembre de 2026, 10:00 UTC"}},
-		{"pt-BR", KindInvitation, []string{"expira em 7 dias, no dia 29 de novembro de 2026 às 10:00 UTC"}},
-		{"ja", KindInvitation, []string{"有効期限は7日間（2026年11月29日(日) 10:00 UTCまで）"}},
-		{"en", KindPasswordReset, []string{"expires in 1 hour"}},
-		{"de", KindPasswordReset, []string{"läuft in 1 Stunde ab"}},
-		{"fr", KindEmailVerification, []string{"expire dans 24 heures"}},
+		{"en", kinds.MagicAuth, []string{"expires in 10 minutes"}},
+		{"de", kinds.MagicAuth, []string{"läuft in 10 Minuten ab"}},
+		{"fr", kinds.MagicAuth, []string{"expire dans 10 minutes"}},
+		{"es", kinds.MagicAuth, []string{"expira en 10 minutos"}},
+		{"pt-BR", kinds.MagicAuth, []string{"expira em 10 minutos"}},
+		{"ja", kinds.MagicAuth, []string{"有効期限は10分"}},
+		{"en", kinds.Invitation, []string{"expires in 7 days, on Sunday, November 29, 2026 at 10:00 AM UTC"}},
+		{"de", kinds.Invitation, []string{"läuft in 7 Tagen ab (am Sonntag, 29. November 2026 um 10:00 UTC)"}},
+		{"fr", kinds.Invitation, []string{"expire dans 7 jours, le dimanche 29 novembre 2026 à 10:00 UTC"}},
+		{"es", kinds.Invitation, []string{"expira en 7 días, el domingo, 29 de noviembre de 2026, 10:00 UTC"}},
+		{"pt-BR", kinds.Invitation, []string{"expira em 7 dias, no dia 29 de novembro de 2026 às 10:00 UTC"}},
+		{"ja", kinds.Invitation, []string{"有効期限は7日間（2026年11月29日(日) 10:00 UTCまで）"}},
+		{"en", kinds.PasswordReset, []string{"expires in 1 hour"}},
+		{"de", kinds.PasswordReset, []string{"läuft in 1 Stunde ab"}},
+		{"fr", kinds.EmailVerification, []string{"expire dans 24 heures"}},
 	} {
 		d := SampleData(tc.kind, sampleNow)
-		d.UserLocale = tc.locale
+		d.UserLocales = []string{tc.locale}
 		r := render(t, tm, d)
 		for _, w := range tc.want {
 			if !strings.Contains(r.Text, w) {
@@ -240,14 +248,14 @@ func TestCodeAndLinkShownNeverInTheSubject(t *testing.T) {
 	tm := loadSample(t, TemplateOptions{})
 	for _, locale := range Locales {
 		for _, tc := range []struct{ kind, secret string }{
-			{KindMagicAuth, "123456"},
-			{KindEmailVerification, "654321"},
-			{KindInvitation, "invitation_token=Z1uX3RbwcIl5fIGJJJCXXisdI"},
-			{KindPasswordReset, "token=Z1uX3RbwcIl5fIGJJJCXXisdI"},
-			{KindWelcome, "https://app.example.com/"},
+			{kinds.MagicAuth, "123456"},
+			{kinds.EmailVerification, "654321"},
+			{kinds.Invitation, "invitation_token=Z1uX3RbwcIl5fIGJJJCXXisdI"},
+			{kinds.PasswordReset, "token=Z1uX3RbwcIl5fIGJJJCXXisdI"},
+			{kinds.Welcome, "https://app.example.com/"},
 		} {
 			d := SampleData(tc.kind, sampleNow)
-			d.UserLocale = locale
+			d.UserLocales = []string{locale}
 			r := render(t, tm, d)
 			for name, body := range map[string]string{"html": r.HTML, "text": r.Text} {
 				if !strings.Contains(body, tc.secret) {
@@ -278,9 +286,9 @@ func TestHostileDataIsEscapedInEveryTemplate(t *testing.T) {
 	b.Name = `Brand "><img src=x onerror=alert(1)>`
 	tm := loadSample(t, TemplateOptions{Brand: b})
 	for _, locale := range Locales {
-		for _, kind := range AllKinds {
+		for _, kind := range kinds.Names() {
 			d := hostile(kind)
-			d.UserLocale = locale
+			d.UserLocales = []string{locale}
 			r := render(t, tm, d)
 			for _, bad := range []string{"<script>", "<img src=x", "<b>", "<i>"} {
 				if strings.Contains(r.HTML, bad) {
@@ -300,7 +308,7 @@ func TestHostileDataIsEscapedInEveryTemplate(t *testing.T) {
 			}
 		}
 	}
-	r := render(t, tm, hostile(KindInvitation))
+	r := render(t, tm, hostile(kinds.Invitation))
 	if !strings.Contains(r.HTML, "&lt;script&gt;") || !strings.Contains(r.Text, "Mallory Bcc: x@example.com") {
 		t.Errorf("names are not shown escaped:\n%s", r.Text)
 	}
@@ -316,7 +324,7 @@ func FuzzRenderEscapes(f *testing.F) {
 		// short enough for both markers to survive.
 		const mark = "QQ9QQ"
 		org, inviter, first, email = runes(org, 60), runes(inviter, 60), runes(first, 60), runes(email, 60)
-		for _, kind := range []string{KindInvitation, KindWelcome, KindPasswordChanged} {
+		for _, kind := range []string{kinds.Invitation, kinds.Welcome, kinds.PasswordChanged} {
 			d := SampleData(kind, sampleNow)
 			d.OrganizationName, d.InviterName, d.InviterEmail, d.FirstName = mark+org+mark, mark+inviter+mark, mark+email+mark, mark+first+mark
 			r := render(t, tm, d)
@@ -355,19 +363,34 @@ func TestButtonTextReadsOnTheBrandColor(t *testing.T) {
 
 func TestLocaleFor(t *testing.T) {
 	tm := loadSample(t, TemplateOptions{DefaultLocale: "fr", OrgLocales: map[string]string{"org_1": "de", "org_2": "pt"}})
-	for _, tc := range []struct{ org, user, want string }{
-		{"", "", "fr"},
-		{"org_1", "", "de"},
-		{"org_2", "", "pt-BR"},
-		{"org_1", "ja", "ja"},
-		{"org_1", "es-MX", "es"},
-		{"org_1", "de_AT", "de"},
-		{"org_1", "it", "de"},      // no Italian messages: the organization's locale
-		{"org_9", "x-bogus", "fr"}, // nor a tag: the default
-		{"org_1", "PT-br", "pt-BR"},
+	for _, tc := range []struct {
+		org  string
+		user []string // the user's WorkOS locale, then their metadata's
+		want string
+	}{
+		{"", nil, "fr"},
+		{"org_1", nil, "de"},
+		{"org_2", nil, "pt-BR"},
+		{"org_1", []string{"ja"}, "ja"},
+		{"org_1", []string{"es-MX"}, "es"},
+		{"org_1", []string{"de_AT"}, "de"},
+		{"org_1", []string{"it"}, "de"},      // no Italian messages: the organization's locale
+		{"org_9", []string{"x-bogus"}, "fr"}, // nor a tag: the default
+		{"org_1", []string{"PT-br"}, "pt-BR"},
+		{"org_1", []string{"de-DE", "ja"}, "de"},     // the WorkOS locale before the metadata
+		{"org_2", []string{"it-IT", "ja"}, "ja"},     // then the metadata
+		{"org_2", []string{"it-IT", "tlh"}, "pt-BR"}, // then the organization
+		{"", []string{"", "es"}, "es"},
 	} {
-		if got := tm.LocaleFor(tc.org, tc.user); got != tc.want {
+		if got := tm.LocaleFor(tc.org, tc.user...); got != tc.want {
 			t.Errorf("LocaleFor(%q, %q) = %q, want %q", tc.org, tc.user, got, tc.want)
+		}
+	}
+	// templates.default_locale takes a regional variant, as every other source does.
+	for def, want := range map[string]string{"de-DE": "de", "pt": "pt-BR", "PT-br": "pt-BR", "ja-JP": "ja", "en-GB": "en"} {
+		tm := loadSample(t, TemplateOptions{DefaultLocale: def})
+		if got := tm.LocaleFor(""); got != want || tm.Locales()[0] != want {
+			t.Errorf("default_locale %q: LocaleFor = %q, Locales()[0] = %q, want %q", def, got, tm.Locales()[0], want)
 		}
 	}
 	if _, err := LoadTemplates(TemplateOptions{Brand: sampleBrand, OrgLocales: map[string]string{"org_1": "tlh"}}); err == nil {
@@ -417,15 +440,15 @@ func TestOverrideLookupOrder(t *testing.T) {
 		{"", "", "DEFAULT", "Join Acme", "You're invited"},   // neither
 		{"org_2", "", "ORG2-LAYOUT DEFAULT", "Join Acme", "You're invited"},
 	} {
-		d := SampleData(KindInvitation, sampleNow)
-		d.OrganizationID, d.UserLocale = tc.org, tc.user
+		d := SampleData(kinds.Invitation, sampleNow)
+		d.OrganizationID, d.UserLocales = tc.org, []string{tc.user}
 		r := render(t, tm, d)
 		if !strings.Contains(r.HTML, tc.html) || !strings.Contains(r.Text, tc.text) || !strings.HasPrefix(r.Subject, tc.subject) {
 			t.Errorf("org %q user %q: got subject %q, HTML %q..., text %q...; want %q, %q, %q",
 				tc.org, tc.user, r.Subject, trim(r.HTML), trim(r.Text), tc.subject, tc.html, tc.text)
 		}
 	}
-	files := tm.Files(KindInvitation, "org_1", "de")
+	files := tm.Files(kinds.Invitation, "org_1", "de")
 	want := []string{filepath.Join(dir, "de/invitation.subject.txt"), "built-in layout.html", filepath.Join(dir, "org_1/de/invitation.html"),
 		"built-in layout.txt", filepath.Join(dir, "org_1/invitation.txt"), "built-in blocks.html"}
 	if !slices.Equal(files, want) {
@@ -500,8 +523,8 @@ func TestOperatorMessages(t *testing.T) {
 	})
 	tm := loadSample(t, TemplateOptions{Dir: dir})
 	for locale, want := range map[string]string{"de": "Dein Anmeldecode", "it": "Il tuo codice di accesso", "en": "Your sign-in code"} {
-		d := SampleData(KindMagicAuth, sampleNow)
-		d.UserLocale = locale
+		d := SampleData(kinds.MagicAuth, sampleNow)
+		d.UserLocales = []string{locale}
 		if r := render(t, tm, d); !strings.Contains(r.Text, want) {
 			t.Errorf("%s: text lacks %q:\n%s", locale, want, r.Text)
 		}
@@ -513,7 +536,7 @@ func TestOperatorMessages(t *testing.T) {
 
 func BenchmarkRender(b *testing.B) {
 	tm := loadSample(b, TemplateOptions{})
-	for _, kind := range []string{KindInvitation, KindMagicAuth} {
+	for _, kind := range []string{kinds.Invitation, kinds.MagicAuth} {
 		b.Run(kind, func(b *testing.B) {
 			d := SampleData(kind, sampleNow)
 			b.ReportAllocs()

@@ -122,7 +122,7 @@ type Options struct {
 	// ReadOnly opens with a shared lock and never writes.
 	ReadOnly bool
 	// Kinds, when set, are the kinds of email a record may have (records of unhandled event
-	// types have kind ""); a record of another kind is damage. The daemon passes mailer.AllKinds.
+	// types have kind ""); a record of another kind is damage. The daemon passes kinds.Names() (package kinds).
 	Kinds []string
 }
 

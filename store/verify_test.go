@@ -16,7 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// testKinds are mailer.AllKinds, which the daemon passes as Options.Kinds.
+// testKinds are kinds.Names(), which the daemon passes as Options.Kinds.
 var testKinds = []string{"invitation", "magic_auth", "email_verification", "password_reset", "welcome", "password_changed"}
 
 // schema1Record is a record as schema 1 wrote it, kept as it was by the move to schema 2.

@@ -3,12 +3,10 @@ package worker
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/failpoint"
-	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -115,23 +113,6 @@ func (w *Worker) record(eventID string) (store.Delivery, bool, error) {
 		return d, true, nil
 	}
 	return w.store.Delivery(eventID)
-}
-
-// orderKeys are the queues an event waits in: its id's, its recipient's, and for a welcome its
-// user's, so two welcomes of one user never run at once (the second sees the first's claim).
-func orderKeys(ev *Event) []string {
-	keys := []string{"id:" + ev.ID}
-	ref, err := ev.parsed()
-	if err != nil {
-		return keys
-	}
-	if ref.Email != "" {
-		keys = append(keys, "to:"+strings.ToLower(ref.Email))
-	}
-	if kind := EventKinds[ev.Type]; kind == mailer.KindWelcome {
-		keys = append(keys, "user:"+objectOf(kind, ev.Type, ref))
-	}
-	return keys
 }
 
 type dispatcher struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 const testAPIKey = "sk_test_harness_KEY_4f1c9a"
@@ -101,7 +102,7 @@ func (h *harness) worker() *Worker {
 	}
 	enc := zap.NewProductionEncoderConfig()
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(h.logs), zapcore.DebugLevel))
-	return New(h.opts, NewWorkOSClient(testAPIKey, h.wosURL, 2*time.Second), h.store, h.ses2, templates, log)
+	return New(h.opts, workosapi.New(testAPIKey, h.wosURL, 2*time.Second), h.store, h.ses2, templates, log)
 }
 
 func mustTemplates(t *testing.T, opts mailer.TemplateOptions) *mailer.Templates {

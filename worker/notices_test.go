@@ -5,12 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
 func (h *harness) enableNotices() {
-	h.opts.Kinds = mailer.AllKinds
+	h.opts.Kinds = kinds.Names()
 	h.opts.AppURL = "https://app.acme.example/"
 }
 
@@ -37,8 +38,8 @@ func TestWelcomeGoesOutOncePerUserAcrossACursorReset(t *testing.T) {
 	}
 	assertState(t, h, eLater, store.Skipped, "not verified at sign-up")
 	assertState(t, h, first, store.Sent, "")
-	assertState(t, h, second, store.Skipped, "welcomed already")
-	assertState(t, h, again, store.Skipped, "welcomed already")
+	assertState(t, h, second, store.Skipped, "the welcome email went out already")
+	assertState(t, h, again, store.Skipped, "the welcome email went out already")
 
 	// A backfill: the records of every event are gone (as after a long outage that outlived
 	// their retention) and the cursor starts over; the once keys are still there.
@@ -53,7 +54,7 @@ func TestWelcomeGoesOutOncePerUserAcrossACursorReset(t *testing.T) {
 	if n := len(h.sentTo("alan@example.com")) + len(h.sentTo("grace@example.com")); n != 2 {
 		t.Errorf("%d welcomes after the backfill, want the 2 from before", n)
 	}
-	assertState(t, h, first, store.Skipped, "welcomed already")
+	assertState(t, h, first, store.Skipped, "the welcome email went out already")
 }
 
 // A welcome that SES refuses for good lets go of the user: the next verification welcomes.
@@ -105,7 +106,7 @@ func TestOldNoticesAreSkipped(t *testing.T) {
 	h.enableNotices()
 	_, user := h.wos.SignUp("Grace", "Hopper", "grace@example.com", false, nil)
 	ev := h.wos.VerifyEmail(user)
-	h.opts.Now = func() time.Time { return time.Now().Add(noticeMaxAge + time.Hour) }
+	h.opts.Now = func() time.Time { return time.Now().Add(72*time.Hour + time.Hour) }
 	h.run()
 	assertState(t, h, ev, store.Skipped, "after the event")
 	if n := h.ses.SendRequests(); n != 0 {

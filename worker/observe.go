@@ -48,7 +48,10 @@ const (
 	ReasonExpired   = "expired"        // code or link expired
 	// welcome
 	ReasonNotVerified = "not_verified" // the address is not verified (yet)
-	ReasonAlreadySent = "already_sent" // the user was welcomed already, by another event
+	ReasonAlreadySent = "already_sent" // sent once already (a welcome), by another event
+	// the event's data does not say what the kind's trigger requires; a trigger may name a
+	// code of its own (kinds.Trigger.SkipCode)
+	ReasonNotApplicable = "not_applicable"
 	// dead
 	ReasonInvalidEvent     = "invalid_event"     // event data without a valid object id
 	ReasonMismatch         = "mismatch"          // WorkOS returned another object or address
@@ -66,7 +69,7 @@ const (
 
 // Reasons lists every Reason* code.
 var Reasons = []string{ReasonNone, ReasonMaybeDuplicate, ReasonUnhandled, ReasonDisabled, ReasonTooOld,
-	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonNotVerified, ReasonAlreadySent, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
+	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonNotVerified, ReasonAlreadySent, ReasonNotApplicable, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
 	ReasonInvalidObject, ReasonRenderFailed, ReasonWorkOSRejected, ReasonRejected, ReasonMaxAttempts,
 	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent}
 

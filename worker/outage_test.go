@@ -21,6 +21,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // logEntry is one line of the harness's JSON log.
@@ -169,7 +170,7 @@ func TestSustainedOutagesBackOff(t *testing.T) {
 				}
 			}
 			w := h.worker()
-			wos := w.workos.(*WorkOSClient)
+			wos := w.workos.(*workosapi.Client)
 			h.opts.StopWhenIdle = false
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

@@ -12,22 +12,23 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // memWorkOS: in-memory WorkOS with magic_auth events; every object valid for a week.
 type memWorkOS struct {
-	events   []Event
-	failFor  map[string]bool // object ids whose Resolve fails (retryable 503)
+	events   []workosapi.Event
+	failFor  map[string]bool // object ids whose Get fails (retryable 503)
 	mu       sync.Mutex
 	resolved map[string]int
 }
 
 func (m *memWorkOS) add(evID, objID, email string) {
 	data, _ := json.Marshal(map[string]string{"id": objID, "email": email})
-	m.events = append(m.events, Event{ID: evID, Type: "magic_auth.created", CreatedAt: time.Now(), Data: data})
+	m.events = append(m.events, workosapi.Event{ID: evID, Type: "magic_auth.created", CreatedAt: time.Now(), Data: data})
 }
 
-func (m *memWorkOS) ListEvents(ctx context.Context, req ListRequest) (Page, error) {
+func (m *memWorkOS) ListEvents(ctx context.Context, req workosapi.ListRequest) (workosapi.Page, error) {
 	start := 0
 	if req.After != "" {
 		for i, e := range m.events {
@@ -37,10 +38,10 @@ func (m *memWorkOS) ListEvents(ctx context.Context, req ListRequest) (Page, erro
 		}
 	}
 	end := min(len(m.events), start+req.Limit)
-	return Page{Events: append([]Event(nil), m.events[start:end]...)}, nil
+	return workosapi.Page{Events: append([]workosapi.Event(nil), m.events[start:end]...)}, nil
 }
 
-func (m *memWorkOS) Resolve(ctx context.Context, kind, id string) (Resolved, error) {
+func (m *memWorkOS) Get(ctx context.Context, object, id string) (workosapi.Object, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.resolved == nil {
@@ -48,19 +49,21 @@ func (m *memWorkOS) Resolve(ctx context.Context, kind, id string) (Resolved, err
 	}
 	m.resolved[id]++
 	if m.failFor[id] {
-		return Resolved{}, &APIError{Status: 503, Err: errors.New("503")}
+		return workosapi.Object{}, &workosapi.APIError{Status: 503, Err: errors.New("503")}
 	}
 	for _, e := range m.events {
-		var r eventRef
+		var r struct{ ID, Email string }
 		_ = json.Unmarshal(e.Data, &r)
 		if r.ID == id {
-			return Resolved{ObjectID: id, Email: r.Email, ExpiresAt: time.Now().Add(7 * 24 * time.Hour), Code: "123456"}, nil
+			return workosapi.Object{Type: object, ID: id, Email: r.Email, ExpiresAt: time.Now().Add(7 * 24 * time.Hour), Code: "123456"}, nil
 		}
 	}
-	return Resolved{}, &APIError{Status: 404, Err: errors.New("404")}
+	return workosapi.Object{}, &workosapi.APIError{Status: 404, Err: errors.New("404")}
 }
 func (m *memWorkOS) OrganizationName(context.Context, string) (string, error) { return "", nil }
-func (m *memWorkOS) User(context.Context, string) (Person, error)             { return Person{}, nil }
+func (m *memWorkOS) User(context.Context, string) (workosapi.Person, error) {
+	return workosapi.Person{}, nil
+}
 
 // scriptSender answers each send with the next scripted error (nil: accepted) and counts sends
 // per recipient.

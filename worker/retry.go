@@ -3,13 +3,13 @@ package worker
 import (
 	"context"
 	"slices"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // The operator's retry queue: `dead retry` turns dead or ambiguous records into pending ones and
@@ -37,13 +37,6 @@ const retryBatch = 100
 type housekeeping struct {
 	lastPrune time.Time
 }
-
-// ValidObjectID reports whether id has the shape of a WorkOS id (prefix_ULID, e.g.
-// event_01H...), which also makes it safe to put in a URL path.
-func ValidObjectID(id string) bool { return validObjectID.MatchString(id) }
-
-// ValidEventID reports whether id has the shape of a WorkOS event id.
-func ValidEventID(id string) bool { return strings.HasPrefix(id, "event_") && ValidObjectID(id) }
 
 // handOverRetries hands up to retryBatch queued retries to the dispatcher, which delivers them
 // in the pool beside the events, and waits until they are all settled, so the next read of the
@@ -92,7 +85,7 @@ func (w *Worker) retryOne(ctx context.Context, id string) error {
 	case rec.State.Final():
 		// Settled meanwhile, e.g. by a backfill that listed the event again.
 		return rs.DropRetry(id)
-	case rec.ObjectID == "" || !ValidObjectID(rec.ObjectID) || !slices.Contains(mailer.AllKinds, rec.Kind):
+	case rec.ObjectID == "" || !workosapi.ValidObjectID(rec.ObjectID) || !slices.Contains(kinds.Names(), rec.Kind):
 		// `dead retry` refuses such records; this one was queued some other way.
 		rec.State, rec.Reason, rec.UpdatedAt = store.Dead, "queued for retry, but the record names no WorkOS object to fetch again", w.opts.Now()
 		logFinal(log, &rec)

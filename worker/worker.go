@@ -4,14 +4,9 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net/url"
-	"strings"
 	"sync/atomic"
 	"text/template"
 	"time"
@@ -19,9 +14,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/workos-emailer/workos-emailer/internal/failpoint"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // Store is the durable state the worker needs.
@@ -69,17 +65,17 @@ type Options struct {
 	MaxAttempts int
 	MaxEventAge time.Duration
 	OnAmbiguous string
-	// Kinds enabled; empty means mailer.CoreKinds.
+	// Kinds enabled; empty means kinds.Defaults().
 	Kinds []string
-	// InvitationURL and PasswordResetURL, when set, build the link from {{.Token}} instead of
-	// using WorkOS's URL.
-	InvitationURL    *template.Template
-	PasswordResetURL *template.Template
+	// Links holds the URL templates of links.* by setting name (kinds.Kind.LinkSetting, e.g.
+	// "invitation_url"): one that is set builds the link from {{.Token}} instead of using
+	// WorkOS's URL.
+	Links map[string]*template.Template
 	// AppURL is the button of the welcome and password-changed emails (links.app_url); empty:
 	// none.
 	AppURL string
 	// UserLocaleKey, when set, is the WorkOS user metadata key that holds a user's locale
-	// (templates.user_locale_key): the user is read for it and their locale wins.
+	// (templates.user_locale_key), the second choice after the user's WorkOS locale.
 	UserLocaleKey string
 	// RetryBase and RetryMax bound the jittered exponential backoff between attempts.
 	RetryBase time.Duration
@@ -117,7 +113,7 @@ func (o *Options) setDefaults() {
 		o.OnAmbiguous = OnAmbiguousHold
 	}
 	if len(o.Kinds) == 0 {
-		o.Kinds = mailer.CoreKinds
+		o.Kinds = kinds.Defaults()
 	}
 	if o.RetryBase <= 0 {
 		o.RetryBase = time.Second
@@ -163,7 +159,7 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 		wk.enabled[k] = true
 	}
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
-	wk.types = listedTypes(wk.enabled)
+	wk.types = kinds.ListedEvents(opts.Kinds)
 	return wk
 }
 
@@ -245,7 +241,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 			}
 			w.maybePrune()
 			listed = time.Now()
-			page, err := w.workos.ListEvents(ctx, ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
+			page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -253,7 +249,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 				w.polled(0, err)
 				failures++
 				delay := w.backoff(failures, retryAfterOf(err))
-				var apiErr *APIError
+				var apiErr *workosapi.APIError
 				switch {
 				case errors.As(err, &apiErr) && apiErr.Unavailable():
 					w.listDown.logFailure(w.log, workosLevel(apiErr), "listing WorkOS events failed", err.Error(),
@@ -283,7 +279,11 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 				continue
 			}
 			after = page.Events[len(page.Events)-1].ID
-			if !send(fetched{events: page.Events}) {
+			events := make([]Event, len(page.Events))
+			for i, e := range page.Events {
+				events[i] = Event{ID: e.ID, Type: e.Type, CreatedAt: e.CreatedAt, Data: e.Data}
+			}
+			if !send(fetched{events: events}) {
 				return
 			}
 			break
@@ -321,36 +321,6 @@ func (w *Worker) recoverInterrupted() error {
 	return nil
 }
 
-// eventRef is the part of an event's data the worker reads. Events carry no secrets.
-type eventRef struct {
-	ID             string `json:"id"`
-	Email          string `json:"email"`
-	OrganizationID string `json:"organization_id"`
-	// UserID is the user of a password reset or an authentication event.
-	UserID string `json:"user_id"`
-	// EmailVerified and Status: user.created's and authentication events' say.
-	EmailVerified bool   `json:"email_verified"`
-	Status        string `json:"status"`
-}
-
-// parseEventData reads an event's data. Every id in it must have the shape of a WorkOS id,
-// since ids go into URL paths.
-func parseEventData(data json.RawMessage) (eventRef, error) {
-	var ref eventRef
-	if err := json.Unmarshal(data, &ref); err != nil {
-		return ref, fmt.Errorf("event data is not a JSON object: %w", err)
-	}
-	if ref.ID == "" && ref.UserID == "" {
-		return ref, errors.New("event data names no object (no id or user_id)")
-	}
-	for _, id := range []string{ref.ID, ref.UserID} {
-		if id != "" && !validObjectID.MatchString(id) {
-			return ref, fmt.Errorf("event data has no valid object id (%q)", truncate(id, 80))
-		}
-	}
-	return ref, nil
-}
-
 type outcome int
 
 const (
@@ -375,14 +345,9 @@ type result struct {
 	code string
 }
 
-func finalAs(rec *store.Delivery, state store.State, code, reason string) result {
-	rec.State = state
-	rec.Reason = reason
-	return result{outcome: final, code: code}
-}
-
-// deliver takes one event to a final state. It returns nil when the store already had a final
-// record, errStopped when ctx ended first, or a store error.
+// deliver takes one event to a final state: tries (attempt.go) until one ends it, waiting
+// between them. It returns nil when the store already had a final record, errStopped when ctx
+// ended first, or a store error.
 func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error) {
 	rec, found, err := w.record(ev.ID)
 	if err != nil {
@@ -391,100 +356,65 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	if found && rec.State.Final() {
 		return nil, nil
 	}
+	d := resume(rec)
 	if !found {
-		rec = store.Delivery{EventID: ev.ID, Kind: EventKinds[ev.Type], State: store.Pending,
-			EventCreatedAt: ev.CreatedAt, FirstSeenAt: w.opts.Now()}
-		if !store.StorableTime(ev.CreatedAt) {
-			// WorkOS's clock, not ours: a created_at decades off must not keep the record out
-			// of the store (the store refuses implausible times as damage).
-			rec.EventCreatedAt = time.Time{}
+		kind := ""
+		if ref, _ := ev.parsed(); ref.kind != nil {
+			kind = ref.kind.Name
 		}
+		d = begin(ev, kind, w.opts.Now())
 	}
-	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", rec.Kind))
-	// maybeSent: an earlier send of this event may have been accepted (on_ambiguous: resend).
-	// If the event then ends other than sent, it is ambiguous, so nobody retries it blindly.
-	// A record an operator queued for retry after it was ambiguous carries MaybeDuplicate too.
-	maybeSent := found && (rec.State == store.Sending || rec.MaybeDuplicate)
-	// uncharged counts this delivery's tries that failed for an outage: they cost no attempt,
-	// but the backoff grows with them as with any failure, or a long outage would be asked
-	// about once a second by every event waiting on it.
-	uncharged := 0
+	log := w.log.With(zap.String("event_id", ev.ID), zap.String("kind", d.rec.Kind))
 	for {
 		if ctx.Err() != nil {
 			return nil, errStopped
 		}
 		w.beat()
 		var res result
-		if rec.Attempts >= w.opts.MaxAttempts {
-			res = finalAs(&rec, store.Dead, ReasonMaxAttempts, fmt.Sprintf("gave up after %d attempts: %s", rec.Attempts, rec.Reason))
-		} else {
-			res, err = w.attempt(ctx, ev, &rec, log)
-			if err != nil {
-				return nil, err
-			}
+		if d.exhausted(w.opts.MaxAttempts) {
+			res = d.gaveUp()
+		} else if res, err = w.attempt(ctx, &ev, d, log); err != nil {
+			return nil, err
 		}
-		rec.UpdatedAt = w.opts.Now()
-		maybeSent = maybeSent || res.maybeSent
-		switch res.outcome {
-		case final:
-			switch {
-			case maybeSent && rec.State == store.Sent:
-				rec.MaybeDuplicate = true
-				rec.Reason = "sent again after a send whose outcome was unknown (on_ambiguous: resend); the recipient may have two copies"
-				res.code = ReasonMaybeDuplicate
-			case maybeSent && rec.State != store.Ambiguous:
-				rec.Reason = "an earlier send may have been accepted by SES; then: " + rec.Reason
-				rec.State = store.Ambiguous
-				res.code = ReasonMaybeSent
-			}
-			if rec.State != store.Sent {
-				rec.MaybeDuplicate = false // only a sent record says it may be a second copy
-			}
-			logFinal(log, &rec)
-			w.obs.Finished(rec.Kind, string(rec.State), res.code)
-			return &rec, nil
-		case retry:
-			if res.unavailable {
-				rec.Attempts--
-				uncharged++
-			}
-			rec.State, rec.Reason = store.Pending, res.reason
-			// An unknown outcome must survive a restart during the wait, or a resend would not
-			// be marked as a possible second copy.
-			rec.MaybeDuplicate = rec.MaybeDuplicate || maybeSent
-			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
-				return nil, err
-			}
-			delay := w.backoff(rec.Attempts+uncharged, res.retryAfter)
-			fields := []zap.Field{zap.Int("attempts", rec.Attempts), zap.Int("uncharged", uncharged), zap.Duration("retry_in", delay)}
-			if res.down != nil {
-				lvl := zapcore.WarnLevel
-				if res.alert {
-					lvl = zapcore.ErrorLevel
-				}
-				res.down.logFailure(log, lvl, res.down.name+" is unavailable", res.reason, fields...)
-			} else {
-				log.Warn("delivery failed; will retry", append(fields, zap.String("reason", res.reason))...)
-			}
-			if !w.wait(ctx, delay) {
-				return nil, errStopped
-			}
-		case paused:
-			w.paused.Store(true)
-			rec.Attempts-- // the account, not this message, failed
-			rec.State, rec.Reason = store.Pending, res.reason
-			rec.MaybeDuplicate = rec.MaybeDuplicate || maybeSent
-			if err := w.store.Save(rec, "", rec.UpdatedAt); err != nil {
-				return nil, err
-			}
-			delay := jitter(w.opts.PausedRetry)
-			w.sendDown.logFailure(log, zapcore.ErrorLevel, "sending is paused: "+w.PauseReason()+"; fix it, then sending resumes by itself",
-				res.reason, zap.Duration("retry_in", delay))
-			if !w.wait(ctx, delay) {
-				return nil, errStopped
-			}
+		now := w.opts.Now()
+		if res.outcome == final {
+			code := d.finish(res, now)
+			logFinal(log, &d.rec)
+			w.obs.Finished(d.rec.Kind, string(d.rec.State), code)
+			return &d.rec, nil
+		}
+		d.requeue(res, now)
+		if err := w.store.Save(d.rec, "", now); err != nil {
+			return nil, err
+		}
+		if !w.wait(ctx, w.waitAfter(res, d, log)) {
+			return nil, errStopped
 		}
 	}
+}
+
+// waitAfter logs a try that did not end the delivery and says how long to wait for the next:
+// the backoff after a retry, a fixed wait while sending is paused.
+func (w *Worker) waitAfter(res result, d *delivery, log *zap.Logger) time.Duration {
+	if res.outcome == paused {
+		w.paused.Store(true)
+		delay := jitter(w.opts.PausedRetry)
+		w.sendDown.logFailure(log, zapcore.ErrorLevel, "sending is paused: "+w.PauseReason()+"; fix it, then sending resumes by itself",
+			res.reason, zap.Duration("retry_in", delay))
+		return delay
+	}
+	delay := w.backoff(d.tries(), res.retryAfter)
+	fields := []zap.Field{zap.Int("attempts", d.rec.Attempts), zap.Int("uncharged", d.uncharged), zap.Duration("retry_in", delay)}
+	if res.down == nil {
+		log.Warn("delivery failed; will retry", append(fields, zap.String("reason", res.reason))...)
+		return delay
+	}
+	lvl := zapcore.WarnLevel
+	if res.alert {
+		lvl = zapcore.ErrorLevel
+	}
+	res.down.logFailure(log, lvl, res.down.name+" is unavailable", res.reason, fields...)
+	return delay
 }
 
 func logFinal(log *zap.Logger, rec *store.Delivery) {
@@ -503,292 +433,13 @@ func logFinal(log *zap.Logger, rec *store.Delivery) {
 	}
 }
 
-// attempt makes one try: resolve, validate, render, send. It changes rec's state for final
-// outcomes, and writes the sending record durably before the send. Its error is a store error.
-func (w *Worker) attempt(ctx context.Context, ev Event, rec *store.Delivery, log *zap.Logger) (result, error) {
-	now := w.opts.Now()
-	switch {
-	case rec.Kind == "":
-		return finalAs(rec, store.Skipped, ReasonUnhandled, fmt.Sprintf("event type %q is not handled", truncate(ev.Type, 80))), nil
-	case !w.enabled[rec.Kind]:
-		return finalAs(rec, store.Skipped, ReasonDisabled, "kind "+rec.Kind+" is not enabled in events.enabled"), nil
-	case w.opts.MaxEventAge > 0 && now.Sub(ev.CreatedAt) > w.opts.MaxEventAge:
-		return finalAs(rec, store.Skipped, ReasonTooOld, "event is older than delivery.max_event_age"), nil
-	}
-	ref, err := ev.parsed()
-	if err != nil {
-		return finalAs(rec, store.Dead, ReasonInvalidEvent, err.Error()), nil
-	}
-	objectID := objectOf(rec.Kind, ev.Type, ref)
-	if objectID == "" {
-		return finalAs(rec, store.Dead, ReasonInvalidEvent, "event data names no "+rec.Kind+" object"), nil
-	}
-	rec.ObjectID = objectID // an id, not a secret: lets an operator's retry fetch it again
-	if res, done, err := w.noticeChecks(ev, ref, rec, now); done || err != nil {
-		return res, err
-	}
-
-	rec.Attempts++
-	obj, err := w.workos.Resolve(ctx, rec.Kind, objectID)
-	if err != nil {
-		return w.workosFailure(ctx, rec, err, "object "+objectID+" not found (deleted or no longer available)"), nil
-	}
-	w.wosDown.recovered(w.log)
-	recipient := obj.Email
-	switch {
-	case obj.ObjectID != objectID:
-		return finalAs(rec, store.Dead, ReasonMismatch, fmt.Sprintf("WorkOS returned object %q for %q", truncate(obj.ObjectID, 80), objectID)), nil
-	case rec.Kind == mailer.KindPasswordChanged && ref.Email != "":
-		// The notice goes to the address the account had when the password changed: if the
-		// change was an attacker's, the address may have changed since too.
-		recipient = ref.Email
-	case rec.Kind == mailer.KindWelcome && !obj.EmailVerified:
-		return finalAs(rec, store.Skipped, ReasonNotVerified, "the user's email address is not verified"), nil
-	case !isNotice(rec.Kind) && ref.Email != "" && !strings.EqualFold(obj.Email, ref.Email):
-		return finalAs(rec, store.Dead, ReasonMismatch, "the object's email differs from the event's; not sent"), nil
-	case rec.Kind == mailer.KindInvitation && obj.State != "pending":
-		return finalAs(rec, store.Skipped, ReasonNotPend, fmt.Sprintf("invitation is %s, not pending", truncate(obj.State, 40))), nil
-	case expired(rec.Kind, obj.ExpiresAt, now):
-		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)), nil
-	}
-	to, err := mailer.ParseRecipient(recipient)
-	if err != nil {
-		return finalAs(rec, store.Dead, ReasonInvalidRecipient, "invalid recipient: "+err.Error()), nil
-	}
-	log.Debug("resolved", zap.String("to", to), zap.Time("expires_at", obj.ExpiresAt))
-
-	data, res, ok := w.templateData(ctx, rec, ev, obj, now)
-	if !ok {
-		return res, nil
-	}
-	data.Email = to
-	rendered, err := w.renderer.Render(data)
-	if err != nil {
-		return finalAs(rec, store.Dead, ReasonRenderFailed, err.Error()), nil
-	}
-
-	if ctx.Err() != nil {
-		// Shutting down: start no new send; the event is delivered after the restart.
-		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
-	}
-	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
-	if res, ok := w.sendPermit(ctx); !ok {
-		return res, nil
-	}
-	// Once more, right before the send: the name lookups and the permit can take seconds, and
-	// a code must not arrive already dead.
-	if now := w.opts.Now(); expired(rec.Kind, obj.ExpiresAt, now) {
-		w.releasePermit()
-		return finalAs(rec, store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)+" before it could be sent"), nil
-	}
-	rec.State, rec.Reason = store.Sending, ""
-	rec.UpdatedAt = now
-	if err := w.store.Save(*rec, "", now); err != nil {
-		return result{}, err
-	}
-	failpoint.Hit("before-send")
-	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
-	sendStart := time.Now()
-	msgID, err := w.sender.Send(context.WithoutCancel(ctx), mailer.Message{
-		To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
-		EventID: ev.ID, Kind: rec.Kind, Date: now,
-	})
-	w.sendDone(err) // ends the permit (sendlimit.go)
-	w.obs.SendAttempt(rec.Kind, sendOutcome(err), time.Since(sendStart))
-	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry && !mailer.Unavailable(err) {
-		w.sendAnswered()
-	}
-	if err != nil {
-		// The provider's full answer may name addresses; the error's own text does not.
-		log.Debug("send failed", zap.String("detail", mailer.ErrorDetail(err)))
-	}
-	if err == nil {
-		w.obs.EventLag(rec.Kind, w.opts.Now().Sub(ev.CreatedAt))
-		failpoint.Hit("after-send")
-		rec.MessageID = msgID
-		return finalAs(rec, store.Sent, ReasonNone, ""), nil
-	}
-	switch mailer.ClassOf(err) {
-	case mailer.Permanent:
-		return finalAs(rec, store.Dead, ReasonRejected, err.Error()), nil
-	case mailer.Retry:
-		res := result{outcome: retry, reason: err.Error(), unavailable: mailer.Unavailable(err)}
-		if res.unavailable {
-			res.down = &w.sendDown
-		}
-		return res, nil
-	case mailer.Paused:
-		reason := mailer.PauseReason(err)
-		w.pauseReason.Store(&reason)
-		return result{outcome: paused, reason: err.Error(), down: &w.sendDown}, nil
-	default:
-		if w.opts.OnAmbiguous == OnAmbiguousResend {
-			log.Warn("send outcome unknown; will send again (on_ambiguous: resend)", zap.Error(err))
-			return result{outcome: retry, reason: "outcome unknown: " + err.Error(), maybeSent: true}, nil
-		}
-		return finalAs(rec, store.Ambiguous, ReasonUnknownOutcome, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
-	}
-}
-
-// workosFailure classifies a failed WorkOS call made for rec.
-func (w *Worker) workosFailure(ctx context.Context, rec *store.Delivery, err error, notFound string) result {
-	var apiErr *APIError
-	switch {
-	case ctx.Err() != nil:
-		return result{outcome: retry, reason: "interrupted", unavailable: true}
-	case errors.As(err, &apiErr) && apiErr.NotFound():
-		return finalAs(rec, store.Skipped, ReasonNotFound, notFound)
-	case errors.As(err, &apiErr) && !apiErr.Retryable():
-		return finalAs(rec, store.Dead, ReasonWorkOSRejected, err.Error())
-	}
-	res := result{outcome: retry, reason: err.Error(), retryAfter: retryAfterOf(err),
-		unavailable: errors.As(err, &apiErr) && apiErr.Unavailable()}
-	if res.unavailable {
-		res.down = &w.wosDown
-		res.alert = apiErr.KeyRejected()
-	}
-	return res
-}
-
 // workosLevel is how loudly an outage of WorkOS starts in the log: a rejected API key needs a
 // person; throttling and gateway errors pass by themselves.
-func workosLevel(err *APIError) zapcore.Level {
+func workosLevel(err *workosapi.APIError) zapcore.Level {
 	if err.KeyRejected() {
 		return zapcore.ErrorLevel
 	}
 	return zapcore.WarnLevel
-}
-
-// expired is the one rule for a code or link that may no longer be sent: its expiry has come.
-// Notices (welcome, password changed) have none.
-func expired(kind string, expiresAt, now time.Time) bool {
-	return !isNotice(kind) && !now.Before(expiresAt)
-}
-
-// templateData gathers what the templates show. When ok is false, res says what to do instead.
-func (w *Worker) templateData(ctx context.Context, rec *store.Delivery, ev Event, obj Resolved, now time.Time) (data mailer.Data, res result, ok bool) {
-	data = mailer.Data{Kind: rec.Kind, Email: obj.Email, ExpiresAt: obj.ExpiresAt, Now: now,
-		OrganizationID: obj.OrganizationID, FirstName: obj.FirstName}
-	if key := w.opts.UserLocaleKey; key != "" {
-		data.UserLocale = obj.Metadata[key]
-	}
-	switch rec.Kind {
-	case mailer.KindMagicAuth, mailer.KindEmailVerification:
-		if obj.Code == "" {
-			return data, finalAs(rec, store.Dead, ReasonInvalidObject, "WorkOS returned no code"), false
-		}
-		data.Code = obj.Code
-	case mailer.KindInvitation, mailer.KindPasswordReset:
-		tmpl := w.opts.PasswordResetURL
-		if rec.Kind == mailer.KindInvitation {
-			tmpl = w.opts.InvitationURL
-		}
-		link, err := buildLink(tmpl, obj)
-		if err != nil {
-			return data, finalAs(rec, store.Dead, ReasonInvalidObject, err.Error()), false
-		}
-		data.Link = link
-	case mailer.KindWelcome, mailer.KindPasswordChanged:
-		data.Link = w.opts.AppURL
-		data.EventAt = ev.CreatedAt
-	}
-	if w.opts.UserLocaleKey != "" && obj.UserID != "" && !isNotice(rec.Kind) {
-		// Best effort: a user that cannot be read now is written to in the usual locale
-		// rather than kept waiting for a code that expires.
-		if p, err := w.workos.User(ctx, obj.UserID); err == nil {
-			data.UserLocale = p.Metadata[w.opts.UserLocaleKey]
-		} else if !isNotFound(err) {
-			w.log.Warn("reading the user's locale failed; writing in the default locale", zap.String("event_id", rec.EventID), zap.Error(err))
-		}
-	}
-	if rec.Kind != mailer.KindInvitation {
-		return data, res, true
-	}
-	if id := obj.OrganizationID; id != "" && validObjectID.MatchString(id) {
-		name, err := w.workos.OrganizationName(ctx, id)
-		if err != nil && !isNotFound(err) {
-			return data, w.workosFailure(ctx, rec, err, ""), false
-		}
-		data.OrganizationName = name
-	}
-	if id := obj.InviterUserID; id != "" && validObjectID.MatchString(id) {
-		p, err := w.workos.User(ctx, id)
-		if err != nil && !isNotFound(err) {
-			return data, w.workosFailure(ctx, rec, err, ""), false
-		}
-		data.InviterName, data.InviterEmail = p.Name, p.Email
-	}
-	return data, res, true
-}
-
-// noticeChecks are the welcome's and password notice's checks before any WorkOS call: the
-// event says what it should (a verified address, a successful verification), it is recent
-// (noticeMaxAge), and the user has not been welcomed already. done means res is the outcome.
-func (w *Worker) noticeChecks(ev Event, ref eventRef, rec *store.Delivery, now time.Time) (res result, done bool, err error) {
-	if !isNotice(rec.Kind) {
-		return res, false, nil
-	}
-	if age := now.Sub(ev.CreatedAt); age > noticeMaxAge {
-		return finalAs(rec, store.Skipped, ReasonTooOld, fmt.Sprintf("a %s notice more than %s after the event is not sent", rec.Kind, noticeMaxAge)), true, nil
-	}
-	if rec.Kind != mailer.KindWelcome {
-		return res, false, nil
-	}
-	switch {
-	case ev.Type == "user.created" && !ref.EmailVerified:
-		return finalAs(rec, store.Skipped, ReasonNotVerified, "the user's address was not verified at sign-up; the welcome follows its verification"), true, nil
-	case ev.Type == "authentication.email_verification_succeeded" && ref.Status != "succeeded":
-		return finalAs(rec, store.Skipped, ReasonNotVerified, fmt.Sprintf("the verification did not succeed (status %q)", truncate(ref.Status, 40))), true, nil
-	}
-	holder, err := w.store.OnceHolder(welcomeKey(rec.ObjectID))
-	if err != nil {
-		return res, true, err
-	}
-	// A delivery that took the key carries it in its record (a retry, a resume after a
-	// restart). One without it is new: if the key names its own event, that event was
-	// welcomed before its record was pruned.
-	if holder != "" && (holder != rec.EventID || rec.OnceKey == "") {
-		return finalAs(rec, store.Skipped, ReasonAlreadySent, "the user was welcomed already (event "+truncate(holder, 80)+")"), true, nil
-	}
-	rec.OnceKey = welcomeKey(rec.ObjectID)
-	return res, false, nil
-}
-
-func isNotFound(err error) bool {
-	var apiErr *APIError
-	return errors.As(err, &apiErr) && apiErr.NotFound()
-}
-
-// buildLink fills the configured URL template with the query-escaped token, or falls back to the
-// URL WorkOS built. Errors never include the token or the URL.
-func buildLink(tmpl *template.Template, obj Resolved) (string, error) {
-	link := obj.Link
-	if tmpl != nil {
-		if obj.Token == "" {
-			return "", errors.New("WorkOS returned no token for the configured link")
-		}
-		var b bytes.Buffer
-		if err := tmpl.Execute(&b, struct{ Token string }{url.QueryEscape(obj.Token)}); err != nil {
-			return "", errors.New("the configured link template failed to render")
-		}
-		link = b.String()
-	}
-	if link == "" {
-		return "", errors.New("WorkOS returned no link and none is configured under links.*")
-	}
-	u, err := url.Parse(link)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return "", errors.New("the link is not an absolute http(s) URL")
-	}
-	return link, nil
-}
-
-func retryAfterOf(err error) time.Duration {
-	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		return apiErr.RetryAfter
-	}
-	return 0
 }
 
 // backoff is the wait before try number attempt+1: exponential from RetryBase, capped at

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
@@ -97,7 +98,7 @@ func TestEachKindSentOnceToTheRightRecipient(t *testing.T) {
 
 func TestConfiguredLinkGetsTheQueryEscapedToken(t *testing.T) {
 	h := newHarness(t)
-	h.opts.InvitationURL = mustTemplate(t, "https://app.example.com/invite?token={{.Token}}")
+	h.opts.Links = map[string]*template.Template{"invitation_url": mustTemplate(t, "https://app.example.com/invite?token={{.Token}}")}
 	_, inv, _ := h.wos.AddInvitation(fakeworkos.Invitation{Email: "a@example.com", ExpiresAt: time.Now().Add(time.Hour)})
 	h.wos.Update(inv, map[string]any{"token": "a b&c=d"})
 	h.run()
@@ -730,24 +731,5 @@ func TestInvitationNamesAreReadOncePerBatch(t *testing.T) {
 	}
 	if o, u := h.wos.Requests("/organizations/"), h.wos.Requests("/user_management/users/"); o != 1 || u != 1 {
 		t.Errorf("%d organization and %d user reads for 5 invitations, want 1 each", o, u)
-	}
-}
-
-func TestNameCacheExpires(t *testing.T) {
-	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
-	c := newNameCache(time.Minute, func() time.Time { return now })
-	c.put("org_1", Person{Name: "Globex"})
-	if p, ok := c.get("org_1"); !ok || p.Name != "Globex" {
-		t.Fatalf("fresh entry: %v %v", p, ok)
-	}
-	now = now.Add(time.Minute)
-	if _, ok := c.get("org_1"); ok {
-		t.Error("an entry a TTL old is still served")
-	}
-	for i := range nameCacheSize + 1 {
-		c.put(fmt.Sprint("user_", i), Person{})
-	}
-	if n := len(c.entries); n > nameCacheSize {
-		t.Errorf("%d entries, want at most %d", n, nameCacheSize)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/viper"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
@@ -109,7 +110,7 @@ func defaults(v *viper.Viper) {
 		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
 		"delivery.concurrency": worker.DefaultConcurrency, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
 		"delivery.on_ambiguous": worker.OnAmbiguousHold,
-		"events.enabled":        mailer.CoreKinds,
+		"events.enabled":        kinds.Defaults(),
 		"templates.dir":         "", "templates.default_locale": "en", "templates.org_locales": map[string]string{},
 		"templates.time_zone": "UTC", "templates.user_locale_key": "",
 		"links.invitation_url": "", "links.password_reset_url": "", "links.app_url": "",
@@ -298,8 +299,8 @@ func (c *Config) validate() error {
 		return keyErr("events.enabled", "must name at least one kind")
 	}
 	for _, k := range c.Events.Enabled {
-		if !slices.Contains(mailer.AllKinds, k) {
-			return keyErr("events.enabled", "unknown kind %q (kinds: %s)", k, strings.Join(mailer.AllKinds, ", "))
+		if !slices.Contains(kinds.Names(), k) {
+			return keyErr("events.enabled", "unknown kind %q (kinds: %s)", k, strings.Join(kinds.Names(), ", "))
 		}
 	}
 	if c.timeZone, err = time.LoadLocation(c.Templates.TimeZone); err != nil || c.Templates.TimeZone == "" {

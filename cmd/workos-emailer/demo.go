@@ -15,9 +15,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 func newDemoCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -46,26 +48,33 @@ func newDemoCmd(stdout, stderr io.Writer) *cobra.Command {
 var germanOrg string
 
 // demoScenario fills a simulated WorkOS with one event of every kind, plus an expired code and a
-// revoked invitation that must not go out, an invitation to an organization that reads German,
-// and a user who signs up, verifies the address (welcomed once) and changes the password.
+// revoked invitation (created and resent) that must not go out, an invitation to an organization
+// that reads German and its resend (a reminder), a user whose WorkOS locale is de-DE, and a
+// user who signs up, verifies the address (welcomed once) and changes the password.
 func demoScenario(fw *fakeworkos.Server, now time.Time) {
 	org := fw.AddOrganization("Acme Robotics")
 	inviter := fw.AddUser("Ada", "Lovelace", "ada@acme.example")
 	fw.AddInvitation(fakeworkos.Invitation{Email: "grace@example.com", ExpiresAt: now.Add(7 * 24 * time.Hour),
 		OrganizationID: org, InviterUserID: inviter})
 	germanOrg = fw.AddOrganization("Müller & Söhne GmbH")
-	fw.AddInvitation(fakeworkos.Invitation{Email: "jonas@example.de", ExpiresAt: now.Add(3 * 24 * time.Hour),
+	_, jonas, _ := fw.AddInvitation(fakeworkos.Invitation{Email: "jonas@example.de", ExpiresAt: now.Add(3 * 24 * time.Hour),
 		OrganizationID: germanOrg, InviterUserID: inviter})
+	fw.ResendInvitation(jonas, now.Add(7*24*time.Hour))
 	_, margaret := fw.SignUp("Margaret", "Hamilton", "margaret@example.com", false, map[string]string{"locale": "fr"})
 	fw.VerifyEmail(margaret)
 	fw.VerifyEmail(margaret) // a second verification: the welcome goes out once
 	fw.ChangePassword(margaret)
-	fw.AddCode("magic_auth", "alan@example.com", "user_01DEMOALAN", now.Add(10*time.Minute))
+	alan := fw.AddUser("Alan", "Turing", "alan@example.com")
+	fw.AddCode("magic_auth", "alan@example.com", alan, now.Add(10*time.Minute))
+	juergen := fw.AddUser("Jürgen", "Schmidt", "juergen@example.de")
+	fw.Update(juergen, map[string]any{"locale": "de-DE"})
+	fw.AddCode("magic_auth", "juergen@example.de", juergen, now.Add(10*time.Minute))
 	fw.AddCode("email_verification", "katherine@example.com", "user_01DEMOKATHERINE", now.Add(24*time.Hour))
 	fw.AddPasswordReset("linus@example.com", "user_01DEMOLINUS", now.Add(time.Hour))
 	fw.AddCode("magic_auth", "expired@example.com", "user_01DEMOEXPIRED", now.Add(-5*time.Minute))
 	_, revoked, _ := fw.AddInvitation(fakeworkos.Invitation{Email: "revoked@example.com",
 		ExpiresAt: now.Add(7 * 24 * time.Hour), OrganizationID: org})
+	fw.ResendInvitation(revoked, now.Add(7*24*time.Hour))
 	fw.Update(revoked, map[string]any{"state": "revoked", "revoked_at": now.UTC().Format(time.RFC3339)})
 }
 
@@ -82,7 +91,7 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 	url := fw.Start()
 	defer fw.Close()
 
-	st, err := store.Open(dbPath, store.Options{Kinds: mailer.AllKinds})
+	st, err := store.Open(dbPath, store.Options{Kinds: kinds.Names()})
 	if err != nil {
 		return err
 	}
@@ -96,12 +105,12 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 	}
 	sender := &mailer.File{Dir: outbox, From: "Robodesk <no-reply@robodesk.example>"}
 	opts := worker.Options{
-		PageSize: 100, StopWhenIdle: true, Kinds: mailer.AllKinds, AppURL: "https://app.robodesk.example/",
+		PageSize: 100, StopWhenIdle: true, Kinds: kinds.Names(), AppURL: "https://app.robodesk.example/",
 		UserLocaleKey: "locale",
 	}
 	fmt.Fprintf(out, "Simulated WorkOS at %s with %d events; sending with the file mailer.\n\n", url, len(fw.EventIDs()))
 	for run := 1; run <= 2; run++ {
-		w := worker.New(opts, worker.NewWorkOSClient("sk_test_demo", url, 0), st, sender, templates, log)
+		w := worker.New(opts, workosapi.New("sk_test_demo", url, 0), st, sender, templates, log)
 		if err := w.Run(ctx); err != nil {
 			return err
 		}

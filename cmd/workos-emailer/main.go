@@ -15,15 +15,18 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"text/template"
 	_ "time/tzdata" // templates.time_zone works where the system has no zoneinfo (a minimal container, DynamicUser)
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // Set by the linker (see Makefile).
@@ -198,7 +201,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(cfg.Store.Path, store.Options{Kinds: mailer.AllKinds})
+	st, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})
 	if err != nil {
 		return err
 	}
@@ -211,7 +214,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	wos := worker.NewWorkOSClient(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0)
+	wos := workosapi.New(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0)
 	// Observability (observability.go): metrics, admin listener, systemd READY/STOPPING/watchdog.
 	obs := newDaemonObs(cfg, log)
 	opts := workerOptions(cfg)
@@ -221,7 +224,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	// Admin routes besides /healthz, /readyz and /metrics: what `status` and `dead list` ask a
 	// running daemon, which holds the store's lock.
 	adminRoutes := map[string]http.Handler{
-		"/status": statusHandler(st, func() liveInfo {
+		"/status": statusHandler(st, cfg.Events.Enabled, func() liveInfo {
 			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
 				KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
 			if q, ok := obs.metrics.LastQuota(); ok {
@@ -246,19 +249,18 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 
 func workerOptions(cfg *Config) worker.Options {
 	return worker.Options{
-		PageSize:         cfg.WorkOS.PageSize,
-		PollInterval:     cfg.WorkOS.PollInterval,
-		StartSince:       startSince(cfg),
-		Concurrency:      cfg.Delivery.Concurrency,
-		MaxAttempts:      cfg.Delivery.MaxAttempts,
-		MaxEventAge:      cfg.Delivery.MaxEventAge,
-		OnAmbiguous:      cfg.Delivery.OnAmbiguous,
-		Kinds:            cfg.Events.Enabled,
-		InvitationURL:    cfg.invitationURL,
-		PasswordResetURL: cfg.passwordURL,
-		AppURL:           cfg.Links.AppURL,
-		UserLocaleKey:    cfg.Templates.UserLocaleKey,
-		Retention:        cfg.Store.Retention,
+		PageSize:      cfg.WorkOS.PageSize,
+		PollInterval:  cfg.WorkOS.PollInterval,
+		StartSince:    startSince(cfg),
+		Concurrency:   cfg.Delivery.Concurrency,
+		MaxAttempts:   cfg.Delivery.MaxAttempts,
+		MaxEventAge:   cfg.Delivery.MaxEventAge,
+		OnAmbiguous:   cfg.Delivery.OnAmbiguous,
+		Kinds:         cfg.Events.Enabled,
+		Links:         map[string]*template.Template{"invitation_url": cfg.invitationURL, "password_reset_url": cfg.passwordURL},
+		AppURL:        cfg.Links.AppURL,
+		UserLocaleKey: cfg.Templates.UserLocaleKey,
+		Retention:     cfg.Store.Retention,
 	}
 }
 

@@ -149,13 +149,16 @@ func TestRender(t *testing.T) {
 		{[]string{"render", "magic_auth", "--text", "--locale", "de"}, "Geben Sie diesen Code ein", "locale: de"},
 		{[]string{"render", "password_changed", "--text", "--locale", "ja"}, "パスワードが変更されました", "locale: ja"},
 		{[]string{"render", "magic_auth", "--text", "--org", "org_01ACME"}, "ACME CODE 123456", filepath.Join(dir, "org_01ACME", "magic_auth.txt")},
+		{[]string{"render", "invitation", "--variant", "reminder", "--text"}, "This is a reminder of an invitation", "subject: Reminder:"},
+		{[]string{"render", "magic_auth", "--text", "--locale", "de-DE"}, "Ihr Anmeldecode", "locale: de"},
 	} {
 		code, stdout, stderr := cli(t, context.Background(), append(tc.args, "--config", cfg)...)
 		if code != exitOK || !strings.Contains(stdout, tc.want) || !strings.Contains(stderr, tc.inStderr) {
 			t.Errorf("%v: exit %d, stdout %.200q, stderr %q; want %q and %q", tc.args, code, stdout, stderr, tc.want, tc.inStderr)
 		}
 	}
-	for _, args := range [][]string{{"render"}, {"render", "sms"}, {"render", "magic_auth", "--locale", "tlh"}, {"render", "--all"}, {"render", "magic_auth", "--all", "--out", dir}} {
+	for _, args := range [][]string{{"render"}, {"render", "sms"}, {"render", "magic_auth", "--locale", "tlh"}, {"render", "--all"}, {"render", "magic_auth", "--all", "--out", dir},
+		{"render", "magic_auth", "--variant", "reminder"}, {"render", "--all", "--out", dir, "--variant", "reminder"}} {
 		if code, _, stderr := cli(t, context.Background(), append(args, "--config", cfg)...); code != exitUsage {
 			t.Errorf("%v: exit %d (%s), want 2", args, code, stderr)
 		}
@@ -165,14 +168,15 @@ func TestRender(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("render --all: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "72 previews") {
+	if !strings.Contains(stdout, "84 previews") {
 		t.Errorf("render --all: %s", stdout)
 	}
 	index, err := os.ReadFile(filepath.Join(out, "index.html"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"default/ja/welcome.html", "default/pt-BR/invitation.txt", "org_01ACME/de/magic_auth.html"} {
+	for _, f := range []string{"default/ja/welcome.html", "default/pt-BR/invitation.txt", "org_01ACME/de/magic_auth.html",
+		"default/fr/invitation.reminder.html"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("gallery lacks %s", f)
 		}
@@ -303,23 +307,25 @@ func TestDemo(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"sent=7 skipped=4 dead=0 ambiguous=0", "expired at", "invitation is revoked",
-		"welcomed already", filepath.Join(dir, "outbox")} {
+	for _, want := range []string{"sent=9 skipped=5 dead=0 ambiguous=0", "expired at", "invitation is revoked",
+		"the welcome email went out already", filepath.Join(dir, "outbox")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-	if len(emls) != 7 {
-		t.Errorf("%d .eml files, want 7", len(emls))
+	if len(emls) != 9 {
+		t.Errorf("%d .eml files, want 9", len(emls))
 	}
 	var all string
 	for _, f := range emls {
 		b, _ := os.ReadFile(f)
 		all += string(b)
 	}
-	// The organization that reads German, and the user whose metadata says French.
-	for _, want := range []string{"Einladung", "Bienvenue", "mot de passe"} {
+	// The organization that reads German and its reminder, the user whose metadata says
+	// French, and the user whose WorkOS locale is de-DE.
+	for _, want := range []string{"Einladung", "Dies ist eine Erinnerung", "Bienvenue", "mot de passe",
+		"Geben Sie diesen Code ein"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no demo email contains %q", want)
 		}

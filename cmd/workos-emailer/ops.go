@@ -17,9 +17,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
-	"github.com/workos-emailer/workos-emailer/worker"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // The operator commands of CONTRACT.md: status, cursor show|set|reset, dead list|retry.
@@ -155,7 +155,7 @@ func openStoreReadOnly(cfg *Config) (*store.Store, error) {
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
-	return store.Open(cfg.Store.Path, store.Options{ReadOnly: true, LockTimeout: opsLockTimeout, Kinds: mailer.AllKinds})
+	return store.Open(cfg.Store.Path, store.Options{ReadOnly: true, LockTimeout: opsLockTimeout, Kinds: kinds.Names()})
 }
 
 // openStoreForWrite opens the existing store read-write for a command that changes it.
@@ -163,7 +163,7 @@ func openStoreForWrite(cfg *Config, command string) (*store.Store, error) {
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.Store.Path, store.Options{LockTimeout: opsLockTimeout, Kinds: mailer.AllKinds})
+	st, err := store.Open(cfg.Store.Path, store.Options{LockTimeout: opsLockTimeout, Kinds: kinds.Names()})
 	if errors.Is(err, store.ErrLocked) {
 		return nil, fmt.Errorf("%s changes the store, but another process (the running daemon?) holds it: %s: %w",
 			command, stopServiceHint, err)
@@ -210,7 +210,7 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if len(args) != 1 {
 				return usageError{fmt.Errorf("%s takes exactly one EVENT_ID, got %d arguments", cmd.CommandPath(), len(args))}
 			}
-			if !worker.ValidEventID(args[0]) {
+			if !workosapi.ValidEventID(args[0]) {
 				return usageError{fmt.Errorf("EVENT_ID %q is not a WorkOS event id (event_ followed by letters and digits, "+
 					"e.g. event_01HZX3J7Q8N4V2K5M6P9R0S1T2)", oneLine(args[0], 80))}
 			}
@@ -314,7 +314,7 @@ func newDeadRetryCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			}
 			var bad []string
 			for _, id := range ids {
-				if !worker.ValidEventID(id) {
+				if !workosapi.ValidEventID(id) {
 					bad = append(bad, fmt.Sprintf("%q", oneLine(id, 80)))
 				}
 			}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -153,7 +154,7 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 	st := lockStore(t, db)
 	lastPoll := time.Now().Add(-2 * time.Second)
 	mux := http.NewServeMux()
-	mux.Handle("/status", statusHandler(st, func() liveInfo {
+	mux.Handle("/status", statusHandler(st, kinds.Defaults(), func() liveInfo {
 		return liveInfo{LastPoll: lastPoll, SESQuota: &sesQuota{MaxSendRate: 14, Max24HourSend: 50000, SentLast24Hours: 3}}
 	}))
 	mux.Handle("/dead", deadHandler(st))
@@ -207,7 +208,7 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 func TestStatusAndDeadHandlers(t *testing.T) {
 	opsSetup(t)
 	st := lockStore(t, opsStore(t))
-	srv := httptest.NewServer(statusHandler(st, nil))
+	srv := httptest.NewServer(statusHandler(st, kinds.Defaults(), nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {
@@ -418,5 +419,30 @@ func TestOpsCommandsNeedAnExistingStore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Dir(db)); !os.IsNotExist(err) {
 		t.Errorf("a command created the store directory: %v", err)
+	}
+}
+
+// status lists every enabled kind, with or without records, and no kind that is neither
+// enabled nor recorded.
+func TestStatusListsTheEnabledKinds(t *testing.T) {
+	opsSetup(t)
+	st := lockStore(t, opsStore(t))
+	for _, tc := range []struct {
+		enabled []string
+		welcome bool
+	}{{kinds.Defaults(), false}, {append(kinds.Defaults(), kinds.Welcome), true}} {
+		doc, err := buildStatus(st, tc.enabled, time.Now(), sourceStore, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts, ok := doc.Kinds[kinds.Welcome]
+		if ok != tc.welcome || ok && counts["sent"] != 0 {
+			t.Errorf("enabled %v: welcome in status %v (%v), want %v", tc.enabled, ok, counts, tc.welcome)
+		}
+		for _, k := range kinds.Defaults() {
+			if _, ok := doc.Kinds[k]; !ok {
+				t.Errorf("enabled %v: status lacks %s", tc.enabled, k)
+			}
+		}
 	}
 }

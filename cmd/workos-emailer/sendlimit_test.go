@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
+	"github.com/workos-emailer/workos-emailer/kinds"
 )
 
 // The status document carries the limiter's state: the 24-hour quota stop, what was sent since
@@ -20,7 +21,7 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 	live := &liveInfo{LastPoll: now, SESQuota: &sesQuota{MaxSendRate: 14, Max24HourSend: 200, SentLast24Hours: 190},
 		SendLimit: &sendlimit.Status{Rate: 7, TargetRate: 14, RateSource: sendlimit.SourceAccount, Throttled: true,
 			QuotaExhausted: true, SentSinceQuotaRead: 10}}
-	doc, err := buildStatus(st, now, sourceDaemon, live)
+	doc, err := buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 	}
 
 	live.SendLimit = nil // the file and log drivers
-	doc, err = buildStatus(st, now, sourceDaemon, live)
+	doc, err = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
 	if err != nil {
 		t.Fatal(err)
 	}

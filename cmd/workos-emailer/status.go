@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
-	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -155,7 +154,7 @@ func agePtr(t, now time.Time) *float64 {
 }
 
 // buildStatus reads the store; live is nil when the daemon is not the one asking.
-func buildStatus(st *store.Store, now time.Time, source string, live *liveInfo) (statusDoc, error) {
+func buildStatus(st *store.Store, enabled []string, now time.Time, source string, live *liveInfo) (statusDoc, error) {
 	s, err := st.Stats()
 	if err != nil {
 		return statusDoc{}, err
@@ -173,13 +172,14 @@ func buildStatus(st *store.Store, now time.Time, source string, live *liveInfo) 
 	for state, n := range s.ByState {
 		doc.States[string(state)] = n
 	}
-	kinds := slices.Collect(maps.Keys(s.ByKind))
-	for _, k := range mailer.CoreKinds {
-		if !slices.Contains(kinds, k) {
-			kinds = append(kinds, k)
+	// Every enabled kind, with or without records, and every kind that has records.
+	shown := slices.Collect(maps.Keys(s.ByKind))
+	for _, k := range enabled {
+		if !slices.Contains(shown, k) {
+			shown = append(shown, k)
 		}
 	}
-	for _, kind := range kinds {
+	for _, kind := range shown {
 		m := map[string]int{}
 		for _, state := range allStates {
 			m[string(state)] = 0
@@ -220,14 +220,14 @@ func buildDead(st *store.Store, now time.Time, source string) (deadDoc, error) {
 }
 
 // statusHandler serves GET /status: the statusDoc of the running daemon. live may be nil.
-func statusHandler(st *store.Store, live func() liveInfo) http.Handler {
+func statusHandler(st *store.Store, enabled []string, live func() liveInfo) http.Handler {
 	return jsonHandler(func() (any, error) {
 		var l *liveInfo
 		if live != nil {
 			info := live()
 			l = &info
 		}
-		return buildStatus(st, time.Now(), sourceDaemon, l)
+		return buildStatus(st, enabled, time.Now(), sourceDaemon, l)
 	})
 }
 
@@ -497,7 +497,7 @@ func currentStatus(cmd *cobra.Command, load loadFunc) (statusDoc, string, error)
 	var doc statusDoc
 	note, err := fromDaemonOrStore(cmd.Context(), cfg, "/status", &doc, func(st *store.Store) error {
 		var buildErr error
-		doc, buildErr = buildStatus(st, time.Now(), sourceStore, nil)
+		doc, buildErr = buildStatus(st, cfg.Events.Enabled, time.Now(), sourceStore, nil)
 		return buildErr
 	})
 	return doc, note, err

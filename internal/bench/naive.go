@@ -20,6 +20,7 @@ import (
 	"github.com/workos/workos-go/v4/pkg/usermanagement"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 )
 
@@ -143,7 +144,7 @@ func naiveSend(ctx context.Context, e events.Event, um *usermanagement.Client, o
 		if err != nil {
 			return err
 		}
-		data.Kind, data.Email, data.Link, expires = mailer.KindInvitation, inv.Email, inv.AcceptInvitationUrl, inv.ExpiresAt
+		data.Kind, data.Email, data.Link, expires = kinds.Invitation, inv.Email, inv.AcceptInvitationUrl, inv.ExpiresAt
 		if inv.OrganizationID != "" {
 			org, err := orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: inv.OrganizationID})
 			if err != nil {
@@ -163,19 +164,19 @@ func naiveSend(ctx context.Context, e events.Event, um *usermanagement.Client, o
 		if err != nil {
 			return err
 		}
-		data.Kind, data.Email, data.Code, expires = mailer.KindMagicAuth, ma.Email, ma.Code, ma.ExpiresAt
+		data.Kind, data.Email, data.Code, expires = kinds.MagicAuth, ma.Email, ma.Code, ma.ExpiresAt
 	case "email_verification.created":
 		ev, err := um.GetEmailVerification(ctx, usermanagement.GetEmailVerificationOpts{EmailVerification: ref.ID})
 		if err != nil {
 			return err
 		}
-		data.Kind, data.Email, data.Code, expires = mailer.KindEmailVerification, ev.Email, ev.Code, ev.ExpiresAt
+		data.Kind, data.Email, data.Code, expires = kinds.EmailVerification, ev.Email, ev.Code, ev.ExpiresAt
 	case "password_reset.created":
 		pr, err := um.GetPasswordReset(ctx, usermanagement.GetPasswordResetOpts{PasswordReset: ref.ID})
 		if err != nil {
 			return err
 		}
-		data.Kind, data.Email, data.Link, expires = mailer.KindPasswordReset, pr.Email, pr.PasswordResetUrl, pr.ExpiresAt
+		data.Kind, data.Email, data.Link, expires = kinds.PasswordReset, pr.Email, pr.PasswordResetUrl, pr.ExpiresAt
 	default:
 		return errors.New("unexpected event type " + e.Event)
 	}

@@ -17,9 +17,11 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/metrics"
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // Implementations measured.
@@ -201,7 +203,7 @@ func benchCredentials() credentials.StaticCredentialsProvider {
 var benchBrand = mailer.Brand{Name: "Bench", PrimaryColor: "#0f766e", SupportEmail: "support@bench.example"}
 
 // runOurs wires the daemon's pipeline as `workos-emailer run` does: the durable bbolt store,
-// workos-go through worker.NewWorkOSClient, aws-sdk-go-v2 SES v2 through mailer.NewSES, the
+// workos-go through workosapi.New, aws-sdk-go-v2 SES v2 through mailer.NewSES, the
 // built-in templates, the Prometheus observer and a JSON logger.
 func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan struct{}) error {
 	ctx, cancel := stopContext(stop)
@@ -210,7 +212,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		return err
 	}
 	dbPath := filepath.Join(spec.Dir, "state.db")
-	st, err := store.Open(dbPath, store.Options{Kinds: mailer.AllKinds})
+	st, err := store.Open(dbPath, store.Options{Kinds: kinds.Names()})
 	if err != nil {
 		return err
 	}
@@ -222,7 +224,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	opts := worker.Options{
 		PageSize: spec.PageSize, PollInterval: spec.PollInterval, Concurrency: spec.Concurrency,
 		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour,
-		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: mailer.CoreKinds}),
+		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: kinds.Defaults()}),
 	}
 	sesOpts := mailer.SESOptions{Region: "us-east-1", Endpoint: spec.SESURL, From: benchFrom, Credentials: benchCredentials()}
 	if spec.RateLimit > 0 {
@@ -240,7 +242,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	if err != nil {
 		return err
 	}
-	w := worker.New(opts, worker.NewWorkOSClient(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
+	w := worker.New(opts, workosapi.New(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
 
 	m, err := startMeasure(spec, dbPath)
 	if err != nil {

@@ -451,6 +451,7 @@ func TestConformsToWorkOSSpec(t *testing.T) {
 	// States changed after the fact, as the worker tests and the demo do.
 	_, laterRevoked, _ := f.AddInvitation(Invitation{Email: "later@example.com", ExpiresAt: soon})
 	f.Update(laterRevoked, map[string]any{"state": "revoked", "revoked_at": soon.Format(time.RFC3339)})
+	f.ResendInvitation(pending, soon.AddDate(0, 0, 1))
 	_, magic, _ := f.AddCode("magic_auth", "marcelina@example.com", user, soon)
 	_, verification, _ := f.AddCode("email_verification", "marcelina@example.com", user, soon)
 	_, reset, _ := f.AddPasswordReset("marcelina@example.com", user, soon)

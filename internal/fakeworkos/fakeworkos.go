@@ -146,6 +146,19 @@ func (s *Server) AddPasswordReset(email, userID string, expiresAt time.Time) (ev
 	return s.addEvent("password_reset.created", objectID, now), objectID, token
 }
 
+// ResendInvitation refreshes an invitation's expiry, as WorkOS's Resend does, and adds the
+// invitation.resent event; WorkOS answers a resend of an invitation that is not pending with
+// an error, so a test that wants such an event makes it with Update first and then this.
+func (s *Server) ResendInvitation(invitationID string, expiresAt time.Time) (eventID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	inv := s.objects[invitationID]
+	inv["expires_at"], inv["updated_at"] = ts(expiresAt), ts(now)
+	delete(s.encoded, invitationID)
+	return s.addEvent("invitation.resent", invitationID, now)
+}
+
 // AddOrganization adds an organization for Get Organization.
 func (s *Server) AddOrganization(name string) string {
 	s.mu.Lock()
@@ -166,7 +179,7 @@ func (s *Server) AddUser(first, last, email string) string {
 	now := ts(s.Now())
 	s.objects[id] = map[string]any{"object": "user", "id": id, "email": email, "first_name": first,
 		"last_name": last, "email_verified": true, "profile_picture_url": nil, "external_id": nil,
-		"metadata": map[string]any{}, "last_sign_in_at": nil, "created_at": now, "updated_at": now}
+		"metadata": map[string]any{}, "last_sign_in_at": nil, "locale": nil, "created_at": now, "updated_at": now}
 	return id
 }
 
@@ -183,7 +196,7 @@ func (s *Server) SignUp(first, last, email string, verified bool, metadata map[s
 	}
 	s.objects[userID] = map[string]any{"object": "user", "id": userID, "email": email, "first_name": first,
 		"last_name": last, "email_verified": verified, "profile_picture_url": nil, "external_id": nil,
-		"metadata": md, "last_sign_in_at": nil, "created_at": ts(now), "updated_at": ts(now)}
+		"metadata": md, "last_sign_in_at": nil, "locale": nil, "created_at": ts(now), "updated_at": ts(now)}
 	return s.addEvent("user.created", userID, now), userID
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
@@ -61,7 +62,7 @@ var _ worker.Observer = (*Metrics)(nil)
 
 // Label values the metrics accept; anything else becomes "other".
 var (
-	knownKinds  = mailer.AllKinds
+	knownKinds  = kinds.Names()
 	finalStates = []string{string(store.Sent), string(store.Skipped), string(store.Dead), string(store.Ambiguous)}
 )
 

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"go.uber.org/zap"
 
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 )
 
@@ -29,7 +30,7 @@ func (f *fakeWorker) LastSuccessfulPoll() time.Time {
 }
 
 func TestNamesPassPromlint(t *testing.T) {
-	m := New(Options{Version: "test", Kinds: mailer.CoreKinds})
+	m := New(Options{Version: "test", Kinds: kinds.Defaults()})
 	m.WatchWorker(&fakeWorker{})
 	m.Finished("magic_auth", "skipped", "expired")
 	m.SendAttempt("magic_auth", "sent", time.Millisecond)
