@@ -3,6 +3,7 @@ package workosapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -93,10 +94,14 @@ func TestNameCacheExpires(t *testing.T) {
 	}
 }
 
-// What the SDK lacks, read from the answers themselves: a user's locale (dropped by the SDK's
-// User), in the shape of WorkOS's spec v0.61 examples.
+// What the SDK lacks, read from the answers themselves: a Radar challenge (no SDK call) and a
+// user's locale (dropped by the SDK's User), in the shapes of WorkOS's spec v0.61 examples.
 func TestReadsWhatTheSDKLacks(t *testing.T) {
 	answers := map[string]string{
+		"/user_management/radar_challenges/radar_challenge_01HWZBQZY2M3AMQW166Q22K88F": `{"object":"radar_challenge",` +
+			`"id":"radar_challenge_01HWZBQZY2M3AMQW166Q22K88F","type":"email","user_id":"user_01E4ZCR3C56J083X43JQXF3JK5",` +
+			`"email":"marcelina.davis@example.com","expires_at":"2026-01-15T12:00:00.000Z","created_at":"2026-01-15T12:00:00.000Z",` +
+			`"updated_at":"2026-01-15T12:00:00.000Z","code":"123456"}`,
 		"/user_management/users/user_01E4ZCR3C56J083X43JQXF3JK5": `{"object":"user","id":"user_01E4ZCR3C56J083X43JQXF3JK5",` +
 			`"first_name":"Marcelina","last_name":"Davis","profile_picture_url":null,"email":"marcelina.davis@example.com",` +
 			`"email_verified":true,"external_id":null,"metadata":{"lang":"fr"},"last_sign_in_at":null,"locale":"de-DE",` +
@@ -116,6 +121,17 @@ func TestReadsWhatTheSDKLacks(t *testing.T) {
 	c := New("sk_test", srv.URL, time.Second)
 	ctx := context.Background()
 
+	rc, err := c.Get(ctx, "radar_challenge", "radar_challenge_01HWZBQZY2M3AMQW166Q22K88F")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Code != "123456" || rc.Email != "marcelina.davis@example.com" || rc.UserID != "user_01E4ZCR3C56J083X43JQXF3JK5" ||
+		!rc.ExpiresAt.Equal(time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC)) || rc.Type != "radar_challenge" {
+		t.Errorf("radar challenge: %+v", rc)
+	}
+	if _, err := c.Get(ctx, "radar_challenge", "radar_challenge_01MISSING"); !isNotFound(err) {
+		t.Errorf("a missing challenge: %v, want a 404", err)
+	}
 	p, err := c.User(ctx, "user_01E4ZCR3C56J083X43JQXF3JK5")
 	if err != nil {
 		t.Fatal(err)
@@ -127,4 +143,9 @@ func TestReadsWhatTheSDKLacks(t *testing.T) {
 	if err != nil || u.Locale != "de-DE" || !u.EmailVerified || u.FirstName != "Marcelina" {
 		t.Errorf("user object: %+v %v", u, err)
 	}
+}
+
+func isNotFound(err error) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.NotFound()
 }

@@ -159,6 +159,20 @@ func (s *Server) ResendInvitation(invitationID string, expiresAt time.Time) (eve
 	return s.addEvent("invitation.resent", invitationID, now)
 }
 
+// AddRadarChallenge creates a Radar email challenge for a user's sign-in and its
+// radar.challenge_created event (shapes: testdata/workos-spec-v0.61-excerpts.yaml).
+func (s *Server) AddRadarChallenge(email, userID string, expiresAt time.Time) (eventID, objectID, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	objectID = s.id("radar_challenge")
+	code = fmt.Sprintf("%06d", (s.seq*7907+15485863)%1000000)
+	s.objects[objectID] = map[string]any{"object": "radar_challenge", "id": objectID, "type": "email", "user_id": userID,
+		"email": email, "expires_at": ts(expiresAt), "created_at": ts(now), "updated_at": ts(now), "code": code}
+	data, _ := json.Marshal(map[string]any{"type": "email", "radar_challenge_id": objectID, "user_id": userID, "email": email})
+	return s.appendEvent("radar.challenge_created", data, now), objectID, code
+}
+
 // AddOrganization adds an organization for Get Organization.
 func (s *Server) AddOrganization(name string) string {
 	s.mu.Lock()
@@ -328,6 +342,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"/user_management/magic_auth/":         "magic_auth",
 		"/user_management/email_verification/": "email_verification",
 		"/user_management/password_reset/":     "password_reset",
+		"/user_management/radar_challenges/":   "radar_challenge",
 		"/user_management/users/":              "user",
 		"/organizations/":                      "organization",
 	} {
