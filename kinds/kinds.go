@@ -112,6 +112,7 @@ const (
 	PasswordReset     = "password_reset"
 	Welcome           = "welcome"
 	PasswordChanged   = "password_changed"
+	RadarChallenge    = "radar_challenge"
 )
 
 // noticeMaxAge: a notice for an older event is not sent. A welcome days late, after an outage
@@ -175,6 +176,14 @@ var All = []Kind{
 		Triggers: []Trigger{{Event: "password_reset.succeeded", ObjectField: "user_id"}},
 		Object:   "user", Carries: AppLink, ToEventEmail: true, MaxAge: noticeMaxAge,
 		Samples: []Sample{{FirstName: "Grace", EventAgo: 2 * time.Minute, Link: "https://app.example.com/"}},
+	},
+	{
+		Name: RadarChallenge, Title: "Sign-in confirmation code", Optional: true,
+		// WorkOS Radar challenging a suspicious sign-in; other challenge types are not email.
+		Triggers: []Trigger{{Event: "radar.challenge_created", ObjectField: "radar_challenge_id",
+			Require: []Field{{"type", "email"}}, Skip: "only email challenges are sent by email"}},
+		Object: "radar_challenge", Carries: Code, Expires: true, MatchEventEmail: true,
+		Samples: []Sample{{Code: "482913", ExpiresIn: 10 * time.Minute}},
 	},
 }
 

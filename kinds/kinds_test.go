@@ -104,11 +104,11 @@ func TestListedEvents(t *testing.T) {
 	if !slices.Contains(defaults, "invitation.resent") || !slices.Contains(defaults, "invitation.created") {
 		t.Errorf("invitation events are not listed by default: %v", defaults)
 	}
-	if slices.Contains(defaults, "user.created") || slices.Contains(defaults, "password_reset.succeeded") {
+	if slices.Contains(defaults, "radar.challenge_created") || slices.Contains(defaults, "user.created") {
 		t.Errorf("an optional kind's events are listed though it is not enabled: %v", defaults)
 	}
-	if got := kinds.ListedEvents([]string{kinds.Welcome}); !slices.Contains(got, "user.created") || !slices.IsSorted(got) {
-		t.Errorf("enabled welcome: %v", got)
+	if got := kinds.ListedEvents([]string{kinds.RadarChallenge}); !slices.Contains(got, "radar.challenge_created") || !slices.IsSorted(got) {
+		t.Errorf("enabled radar_challenge: %v", got)
 	}
 	if k, _ := kinds.Get(kinds.Welcome); k.OnceKey("user_01X") != "welcome:user_01X" {
 		t.Errorf("welcome once-key %q", k.OnceKey("user_01X"))

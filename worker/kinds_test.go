@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -39,6 +40,10 @@ func TestEveryKindIsSentThroughThePipeline(t *testing.T) {
 		kinds.PasswordChanged: func(h *harness) (string, string) {
 			_, user := h.wos.SignUp("P", "C", "pc@example.com", false, nil)
 			return h.wos.ChangePassword(user), "pc@example.com"
+		},
+		kinds.RadarChallenge: func(h *harness) (string, string) {
+			ev, _, _ := h.wos.AddRadarChallenge("rc@example.com", h.wos.AddUser("R", "C", "rc@example.com"), time.Now().Add(10*time.Minute))
+			return ev, "rc@example.com"
 		},
 	}
 	for _, k := range kinds.All {
@@ -126,6 +131,42 @@ func TestInvitationResendsAreReminders(t *testing.T) {
 	}
 }
 
+// Radar email challenges go out only when radar_challenge is enabled, and only for email
+// challenges.
+func TestRadarChallenges(t *testing.T) {
+	t.Run("disabled: not even listed", func(t *testing.T) {
+		h := newHarness(t)
+		ev, _, _ := h.wos.AddRadarChallenge("rc@example.com", "user_01RC", time.Now().Add(10*time.Minute))
+		last, _, _ := h.wos.AddCode("magic_auth", "ma@example.com", "user_01MA", time.Now().Add(time.Hour))
+		h.run()
+		if _, ok, _ := h.store.Delivery(ev); ok {
+			t.Error("a radar challenge was recorded though radar_challenge is not enabled")
+		}
+		assertSent(t, h, map[string]string{last: "ma@example.com"})
+	})
+	t.Run("enabled", func(t *testing.T) {
+		h := newHarness(t)
+		h.opts.Kinds = append(kinds.Defaults(), kinds.RadarChallenge)
+		user := h.wos.AddUser("Ada", "Lovelace", "ada@example.com")
+		ev, _, code := h.wos.AddRadarChallenge("ada@example.com", user, time.Now().Add(10*time.Minute))
+		expired, _, _ := h.wos.AddRadarChallenge("ada@example.com", user, time.Now().Add(-time.Minute))
+		sms := h.wos.AddRawEvent("radar.challenge_created", json.RawMessage(
+			`{"type":"sms","radar_challenge_id":"radar_challenge_01SMS","user_id":"`+user+`","email":"ada@example.com"}`))
+		h.run()
+		assertSent(t, h, map[string]string{ev: "ada@example.com"})
+		m := h.sentTo("ada@example.com")[0]
+		if m.Subject != "Confirm your sign-in to Acme" || !strings.Contains(m.Text, code) || !strings.Contains(m.Text, "sign-in attempt") ||
+			!strings.Contains(m.Text, "If you did not try to sign in") {
+			t.Errorf("radar challenge email: %q\n%s", m.Subject, m.Text)
+		}
+		assertState(t, h, expired, store.Skipped, "expired at")
+		assertState(t, h, sms, store.Skipped, "only email challenges are sent by email")
+		if n := h.wos.Requests("/user_management/radar_challenges/"); n != 2 {
+			t.Errorf("%d challenge reads, want 2 (none for the sms challenge)", n)
+		}
+	})
+}
+
 // Each reader gets their own language: the user's WorkOS locale first, then their metadata's,
 // then the organization's, then the default; regional variants match the base language.
 func TestLocalePerReader(t *testing.T) {
@@ -159,6 +200,7 @@ func TestLocalePerReader(t *testing.T) {
 	h.wos.AddCode("magic_auth", "nouser@example.com", "user_01GONE", time.Now().Add(time.Hour)) // no such user: the default
 	h.wos.AddInvitation(fakeworkosInvitation("org-es@example.com", spanishOrg))                 // no user yet: the organization
 	h.wos.AddInvitation(fakeworkosInvitation("no-org@example.com", ""))                         // nor an organization: the default
+	h.wos.AddRadarChallenge("radar-de@example.com", user("radar-de@example.com", "de-AT", ""), time.Now().Add(time.Hour))
 	_, welcomed := h.wos.SignUp("W", "E", "welcome-fr@example.com", false, map[string]string{"lang": "fr-CA"})
 	h.wos.VerifyEmail(welcomed) // the object is the user itself
 	h.run()
@@ -171,6 +213,7 @@ func TestLocalePerReader(t *testing.T) {
 		"nouser@example.com":     "Seu código de acesso",
 		"org-es@example.com":     "Únete a Globex en Acme",
 		"no-org@example.com":     "Junte-se a Acme",
+		"radar-de@example.com":   "Bestätigen Sie Ihre Anmeldung",
 		"welcome-fr@example.com": "Bienvenue",
 	} {
 		msgs := h.sentTo(to)
@@ -184,8 +227,8 @@ func TestLocalePerReader(t *testing.T) {
 	}
 	// One read of each user the codes name, none for the invitations; the welcome's object is
 	// the user.
-	if n := h.wos.Requests("/user_management/users/"); n != 6 {
-		t.Errorf("%d user reads, want 6", n)
+	if n := h.wos.Requests("/user_management/users/"); n != 7 {
+		t.Errorf("%d user reads, want 7", n)
 	}
 }
 

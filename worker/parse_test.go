@@ -21,9 +21,9 @@ func TestWorkOSPublicExamples(t *testing.T) {
 		handled += parseExamples(t, "../testdata/workos-examples/"+file)
 	}
 	// The four core kinds, the two welcome triggers, password_reset.succeeded, and from the
-	// newer spec invitation.resent.
-	if handled != 8 {
-		t.Errorf("handled %d example events, want 8", handled)
+	// newer spec invitation.resent and radar.challenge_created.
+	if handled != 9 {
+		t.Errorf("handled %d example events, want 9", handled)
 	}
 }
 
@@ -70,6 +70,7 @@ func FuzzParseEvent(f *testing.F) {
 		`{"id":"../../users/user_1","email":"x"}`,
 		`{"id":"invitation_1?x=y"}`, `[]`, `null`, `{"id":1}`, `{"id":"a_b","email":"\r\n"}`,
 		`{"user_id":"user_01/../x","status":"succeeded"}`, `{"type":"email_verification","user_id":"user_01E4ZCR3C5A4QZ2Z2JQXGKZJ9E"}`,
+		`{"type":"email","radar_challenge_id":"radar_challenge_01HWZBQZY2M3AMQW166Q22K88F","user_id":"user_01E4","email":"a@b.c"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -66,6 +66,7 @@ func demoScenario(fw *fakeworkos.Server, now time.Time) {
 	fw.ChangePassword(margaret)
 	alan := fw.AddUser("Alan", "Turing", "alan@example.com")
 	fw.AddCode("magic_auth", "alan@example.com", alan, now.Add(10*time.Minute))
+	fw.AddRadarChallenge("alan@example.com", alan, now.Add(10*time.Minute))
 	juergen := fw.AddUser("Jürgen", "Schmidt", "juergen@example.de")
 	fw.Update(juergen, map[string]any{"locale": "de-DE"})
 	fw.AddCode("magic_auth", "juergen@example.de", juergen, now.Add(10*time.Minute))

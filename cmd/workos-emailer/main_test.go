@@ -151,6 +151,7 @@ func TestRender(t *testing.T) {
 		{[]string{"render", "magic_auth", "--text", "--org", "org_01ACME"}, "ACME CODE 123456", filepath.Join(dir, "org_01ACME", "magic_auth.txt")},
 		{[]string{"render", "invitation", "--variant", "reminder", "--text"}, "This is a reminder of an invitation", "subject: Reminder:"},
 		{[]string{"render", "magic_auth", "--text", "--locale", "de-DE"}, "Ihr Anmeldecode", "locale: de"},
+		{[]string{"render", "radar_challenge", "--text", "--locale", "de-DE"}, "Anmeldeversuch", "locale: de"},
 	} {
 		code, stdout, stderr := cli(t, context.Background(), append(tc.args, "--config", cfg)...)
 		if code != exitOK || !strings.Contains(stdout, tc.want) || !strings.Contains(stderr, tc.inStderr) {
@@ -168,7 +169,7 @@ func TestRender(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("render --all: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "84 previews") {
+	if !strings.Contains(stdout, "96 previews") {
 		t.Errorf("render --all: %s", stdout)
 	}
 	index, err := os.ReadFile(filepath.Join(out, "index.html"))
@@ -176,7 +177,7 @@ func TestRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"default/ja/welcome.html", "default/pt-BR/invitation.txt", "org_01ACME/de/magic_auth.html",
-		"default/fr/invitation.reminder.html"} {
+		"default/fr/invitation.reminder.html", "default/es/radar_challenge.txt"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("gallery lacks %s", f)
 		}
@@ -307,15 +308,15 @@ func TestDemo(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"sent=9 skipped=5 dead=0 ambiguous=0", "expired at", "invitation is revoked",
-		"the welcome email went out already", filepath.Join(dir, "outbox")} {
+	for _, want := range []string{"sent=10 skipped=5 dead=0 ambiguous=0", "expired at", "invitation is revoked",
+		"the welcome email went out already", "radar_challenge", filepath.Join(dir, "outbox")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-	if len(emls) != 9 {
-		t.Errorf("%d .eml files, want 9", len(emls))
+	if len(emls) != 10 {
+		t.Errorf("%d .eml files, want 10", len(emls))
 	}
 	var all string
 	for _, f := range emls {
@@ -323,9 +324,9 @@ func TestDemo(t *testing.T) {
 		all += string(b)
 	}
 	// The organization that reads German and its reminder, the user whose metadata says
-	// French, and the user whose WorkOS locale is de-DE.
+	// French, the user whose WorkOS locale is de-DE, and the Radar challenge.
 	for _, want := range []string{"Einladung", "Dies ist eine Erinnerung", "Bienvenue", "mot de passe",
-		"Geben Sie diesen Code ein"} {
+		"Geben Sie diesen Code ein", "sign-in attempt"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no demo email contains %q", want)
 		}
