@@ -89,6 +89,9 @@ func (c config) write(t *testing.T, dir string) string {
   poll_interval: 50ms
   page_size: %d
   start: oldest
+  # The fake WorkOS has no limits to share with an app; the crash suite makes thousands of
+  # requests.
+  max_requests_per_second: 5000
 store:
   path: %s
 mailer:

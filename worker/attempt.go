@@ -79,6 +79,10 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 		return ref, d.end(store.Skipped, ReasonTooOld, fmt.Sprintf("a %s email more than %s after the event is not sent", k.Name, k.MaxAge)), true, nil
 	case ref.Unmet != "":
 		return ref, d.end(store.Skipped, orDefault(ref.trigger.SkipCode, ReasonNotApplicable), ref.Unmet), true, nil
+	case !ref.ExpiresAt.IsZero() && expired(k, ref.ExpiresAt, now):
+		// The event shows it already: no Get, which the app's sign-ins need more.
+		return ref, d.end(store.Skipped, ReasonExpired, "expired at "+ref.ExpiresAt.UTC().Format(time.RFC3339)+
+			", as the event shows; not read from WorkOS"), true, nil
 	}
 	key := k.OnceKey(ref.ObjectID)
 	if key == "" {

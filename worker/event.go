@@ -47,6 +47,9 @@ type eventRef struct {
 	Email    string
 	// Unmet is, when the data does not say what the trigger requires, the reason it is skipped.
 	Unmet string
+	// ExpiresAt is the object's expiry as the event shows it (zero when it does not): an
+	// expired code is skipped without a Get.
+	ExpiresAt time.Time
 }
 
 // parseEvent reads an event's data for its kind. Every id in it must have the shape of a
@@ -81,6 +84,9 @@ func parseEvent(eventType string, data json.RawMessage) (eventRef, error) {
 		if ref.Email, ok = jsonString(raw); !ok && string(raw) != "null" {
 			return ref, errors.New("event data has an email that is not a string")
 		}
+	}
+	if s, ok := jsonString(fields["expires_at"]); ok {
+		ref.ExpiresAt, _ = time.Parse(time.RFC3339Nano, s) // unreadable: zero, and the Get decides
 	}
 	for _, f := range trig.Require {
 		raw := fields[f.Name]

@@ -228,7 +228,7 @@ func (h *harness) workerWith(wosTimeout time.Duration) *Worker {
 	}
 	enc := zap.NewProductionEncoderConfig()
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(h.logs), zapcore.DebugLevel))
-	return New(h.opts, workosapi.New(testAPIKey, h.wosURL, wosTimeout), h.store, h.ses2, templates, log)
+	return New(h.opts, workosapi.New(testAPIKey, h.wosURL, wosTimeout, nil), h.store, h.ses2, templates, log)
 }
 
 // runWith runs w until the stream is drained.

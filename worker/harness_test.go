@@ -102,7 +102,7 @@ func (h *harness) worker() *Worker {
 	}
 	enc := zap.NewProductionEncoderConfig()
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(h.logs), zapcore.DebugLevel))
-	return New(h.opts, workosapi.New(testAPIKey, h.wosURL, 2*time.Second), h.store, h.ses2, templates, log)
+	return New(h.opts, workosapi.New(testAPIKey, h.wosURL, 2*time.Second, nil), h.store, h.ses2, templates, log)
 }
 
 func mustTemplates(t *testing.T, opts mailer.TemplateOptions) *mailer.Templates {

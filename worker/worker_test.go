@@ -574,6 +574,31 @@ func TestDisabledKindIsRecordedSkipped(t *testing.T) {
 	if h.delivery(code).State != store.Sent || h.cursor() != code {
 		t.Error("enabled kind not sent or cursor not moved")
 	}
+	if n := h.wos.Requests("/user_management/password_reset/"); n != 0 {
+		t.Errorf("%d Gets for a kind that is not enabled, want 0", n)
+	}
+}
+
+// A code or link whose expiry the event itself shows has passed is skipped without a Get: the
+// app's sign-ins share WorkOS's limits with us. One the event shows alive is read and checked
+// again, since WorkOS may have changed it since.
+func TestExpiredInTheEventCostsNoGet(t *testing.T) {
+	h := newHarness(t)
+	expired, _, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(-time.Minute))
+	_, inv, _ := h.wos.AddInvitation(fakeworkos.Invitation{Email: "b@example.com", ExpiresAt: time.Now().Add(-time.Hour)})
+	resent := h.wos.ResendInvitation(inv, time.Now().Add(time.Hour)) // a resend gives the invitation a new expiry
+	alive, obj, _ := h.wos.AddCode("magic_auth", "c@example.com", "user_03", time.Now().Add(time.Hour))
+	h.wos.Update(obj, map[string]any{"expires_at": time.Now().Add(-time.Second).UTC().Format(time.RFC3339Nano)})
+	h.run()
+	assertState(t, h, expired, store.Skipped, "as the event shows; not read from WorkOS")
+	assertState(t, h, resent, store.Sent, "")
+	assertState(t, h, alive, store.Skipped, "expired at")
+	if n := h.wos.Requests("/user_management/magic_auth/"); n != 1 {
+		t.Errorf("%d Gets of Magic Auth codes, want 1: none for the one the event shows expired", n)
+	}
+	if n := h.wos.Requests("/user_management/invitations/"); n != 1 {
+		t.Errorf("%d Gets of the invitation, want 1: for the resend only", n)
+	}
 }
 
 // With on_ambiguous: resend, an interrupted send that can no longer be resent (its code expired)

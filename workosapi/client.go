@@ -31,12 +31,14 @@ type Client struct {
 	names *nameCache
 	// keyRejected: WorkOS's last answer that judged the API key refused it (answerTransport).
 	keyRejected *atomic.Bool
+	// budget is what every request waits on; nil: none.
+	budget *Budget
 }
 
 // New builds the SDK clients. workos-go drops response headers and status codes, so the HTTP
 // transport is wrapped to read what it drops (answerTransport). timeout bounds one request;
-// 0 is 15 s.
-func New(apiKey, baseURL string, timeout time.Duration) *Client {
+// 0 is 15 s. Every request waits on budget (nil: none), which clients may share.
+func New(apiKey, baseURL string, timeout time.Duration, budget *Budget) *Client {
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
@@ -56,6 +58,7 @@ func New(apiKey, baseURL string, timeout time.Duration) *Client {
 		names:  newNameCache(nameTTL, time.Now),
 
 		keyRejected: keyRejected,
+		budget:      budget,
 	}
 }
 
@@ -70,7 +73,7 @@ func (c *Client) ListEvents(ctx context.Context, req ListRequest) (Page, error) 
 	if req.After == "" && !req.Since.IsZero() {
 		opts.RangeStart = req.Since.UTC().Format(time.RFC3339Nano)
 	}
-	resp, err := call(ctx, "list events", func(ctx context.Context) (events.ListEventsResponse, error) {
+	resp, err := call(ctx, c.budget, "list events", func(ctx context.Context) (events.ListEventsResponse, error) {
 		return c.events.ListEvents(ctx, opts)
 	})
 	if err != nil {
@@ -121,7 +124,7 @@ func (c *Client) Get(ctx context.Context, object, id string) (Object, error) {
 }
 
 func (c *Client) invitation(ctx context.Context, id string) (Object, error) {
-	inv, err := get(ctx, "invitation", id, func(ctx context.Context) (usermanagement.Invitation, error) {
+	inv, err := get(ctx, c.budget, "invitation", id, func(ctx context.Context) (usermanagement.Invitation, error) {
 		return c.um.GetInvitation(ctx, usermanagement.GetInvitationOpts{Invitation: id})
 	}, func(v usermanagement.Invitation) string { return v.ID }, nil)
 	if err != nil {
@@ -135,7 +138,7 @@ func (c *Client) invitation(ctx context.Context, id string) (Object, error) {
 }
 
 func (c *Client) magicAuth(ctx context.Context, id string) (Object, error) {
-	ma, err := get(ctx, "magic_auth", id, func(ctx context.Context) (usermanagement.MagicAuth, error) {
+	ma, err := get(ctx, c.budget, "magic_auth", id, func(ctx context.Context) (usermanagement.MagicAuth, error) {
 		return c.um.GetMagicAuth(ctx, usermanagement.GetMagicAuthOpts{MagicAuth: id})
 	}, func(v usermanagement.MagicAuth) string { return v.ID }, nil)
 	if err != nil {
@@ -145,7 +148,7 @@ func (c *Client) magicAuth(ctx context.Context, id string) (Object, error) {
 }
 
 func (c *Client) emailVerification(ctx context.Context, id string) (Object, error) {
-	ev, err := get(ctx, "email_verification", id, func(ctx context.Context) (usermanagement.EmailVerification, error) {
+	ev, err := get(ctx, c.budget, "email_verification", id, func(ctx context.Context) (usermanagement.EmailVerification, error) {
 		return c.um.GetEmailVerification(ctx, usermanagement.GetEmailVerificationOpts{EmailVerification: id})
 	}, func(v usermanagement.EmailVerification) string { return v.ID }, nil)
 	if err != nil {
@@ -155,7 +158,7 @@ func (c *Client) emailVerification(ctx context.Context, id string) (Object, erro
 }
 
 func (c *Client) passwordReset(ctx context.Context, id string) (Object, error) {
-	pr, err := get(ctx, "password_reset", id, func(ctx context.Context) (usermanagement.PasswordReset, error) {
+	pr, err := get(ctx, c.budget, "password_reset", id, func(ctx context.Context) (usermanagement.PasswordReset, error) {
 		return c.um.GetPasswordReset(ctx, usermanagement.GetPasswordResetOpts{PasswordReset: id})
 	}, func(v usermanagement.PasswordReset) string { return v.ID }, nil)
 	if err != nil {
@@ -175,7 +178,7 @@ func (c *Client) radarChallenge(ctx context.Context, id string) (Object, error) 
 		ExpiresAt string `json:"expires_at"`
 		Code      string `json:"code"`
 	}
-	rc, err := get(ctx, "radar_challenge", id, func(ctx context.Context) (radarChallenge, error) {
+	rc, err := get(ctx, c.budget, "radar_challenge", id, func(ctx context.Context) (radarChallenge, error) {
 		var rc radarChallenge
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/user_management/radar_challenges/"+id, nil)
 		if err != nil {
@@ -217,7 +220,7 @@ func (c *Client) user(ctx context.Context, id string) (Object, error) {
 
 // getUser reads a user and the locale workos-go's User struct drops.
 func (c *Client) getUser(ctx context.Context, id string, locale *string) (usermanagement.User, error) {
-	return get(ctx, "user", id, func(ctx context.Context) (usermanagement.User, error) {
+	return get(ctx, c.budget, "user", id, func(ctx context.Context) (usermanagement.User, error) {
 		return c.um.GetUser(ctx, usermanagement.GetUserOpts{User: id})
 	}, func(v usermanagement.User) string { return v.ID }, func(body []byte) {
 		*locale, _ = jsonparser.GetString(body, "locale")
@@ -237,7 +240,7 @@ func withExpiry(o Object, expiresAt string) (Object, error) {
 // OrganizationName returns the organization's display name.
 func (c *Client) OrganizationName(ctx context.Context, id string) (string, error) {
 	p, err := c.names.read(id, func() (Person, error) {
-		org, err := call(ctx, "get organization", func(ctx context.Context) (organizations.Organization, error) {
+		org, err := call(ctx, c.budget, "get organization", func(ctx context.Context) (organizations.Organization, error) {
 			return c.orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: id})
 		})
 		return Person{Name: org.Name}, err

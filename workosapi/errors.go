@@ -52,16 +52,31 @@ func (e *APIError) KeyRejected() bool {
 	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 }
 
-// call runs one SDK call and classifies its error.
-func call[T any](ctx context.Context, what string, fn func(context.Context) (T, error)) (T, error) {
-	return callWith(ctx, &answerHint{}, what, fn)
+// call runs one SDK call, one request, within the budget, and classifies its error.
+func call[T any](ctx context.Context, b *Budget, what string, fn func(context.Context) (T, error)) (T, error) {
+	return callWith(ctx, b, &answerHint{}, what, fn)
 }
 
-func callWith[T any](ctx context.Context, hint *answerHint, what string, fn func(context.Context) (T, error)) (T, error) {
+func callWith[T any](ctx context.Context, b *Budget, hint *answerHint, what string, fn func(context.Context) (T, error)) (T, error) {
+	if err := b.Wait(ctx); err != nil {
+		var zero T
+		return zero, &APIError{Err: fmt.Errorf("WorkOS %s: stopped while waiting for the request budget: %w", what, err)}
+	}
+	endpoint := strings.ReplaceAll(what, " ", "_")
 	v, err := fn(context.WithValue(ctx, answerHintKey{}, hint))
 	if err == nil {
+		b.answered(endpoint, http.StatusOK, 0)
 		return v, nil
 	}
+	apiErr := classify(err, what, hint)
+	if ctx.Err() == nil { // a request cut short by shutdown says nothing about WorkOS
+		b.answered(endpoint, apiErr.Status, apiErr.RetryAfter)
+	}
+	return v, apiErr
+}
+
+// classify turns an SDK call's error into an APIError.
+func classify(err error, what string, hint *answerHint) *APIError {
 	apiErr := &APIError{RetryAfter: hint.after, Err: fmt.Errorf("WorkOS %s: %w", what, err)}
 	var httpErr workos_errors.HTTPError
 	var httpErrPtr *workos_errors.HTTPError
@@ -95,7 +110,7 @@ func callWith[T any](ctx context.Context, hint *answerHint, what string, fn func
 		apiErr.Status = http.StatusInternalServerError
 		apiErr.Err = fmt.Errorf("WorkOS %s: unexpected %T", what, err)
 	}
-	return v, apiErr
+	return apiErr
 }
 
 // get runs a Get of one object and checks that the answer is that object: a 200 without the
@@ -103,11 +118,11 @@ func callWith[T any](ctx context.Context, hint *answerHint, what string, fn func
 // unreadable, retried like a 502 and never charged. An answer with another id is the caller's
 // to judge: it is a definite answer, not an unreadable one. read, when set, sees the answer's
 // body for fields workos-go's structs drop; the body is wiped after.
-func get[T any](ctx context.Context, object, id string, fn func(context.Context) (T, error), idOf func(T) string, read func(body []byte)) (T, error) {
+func get[T any](ctx context.Context, b *Budget, object, id string, fn func(context.Context) (T, error), idOf func(T) string, read func(body []byte)) (T, error) {
 	what := "get " + strings.ReplaceAll(object, "_", " ")
 	hint := &answerHint{capture: true}
 	defer func() { clear(hint.body) }() // it held the object's secrets
-	v, err := callWith(ctx, hint, what, fn)
+	v, err := callWith(ctx, b, hint, what, fn)
 	if err != nil {
 		return v, err
 	}

@@ -35,7 +35,7 @@ func TestGetReadsThePublicExamples(t *testing.T) {
 		_, _ = w.Write([]byte(objects[id]))
 	}))
 	defer srv.Close()
-	c := New("sk_test", srv.URL, time.Second)
+	c := New("sk_test", srv.URL, time.Second, nil)
 	for id := range objects {
 		kind := id[:strings.LastIndexByte(id, '_')]
 		r, err := c.Get(context.Background(), kind, id)
@@ -118,7 +118,7 @@ func TestReadsWhatTheSDKLacks(t *testing.T) {
 		_, _ = w.Write([]byte(body))
 	}))
 	defer srv.Close()
-	c := New("sk_test", srv.URL, time.Second)
+	c := New("sk_test", srv.URL, time.Second, nil)
 	ctx := context.Background()
 
 	rc, err := c.Get(ctx, "radar_challenge", "radar_challenge_01HWZBQZY2M3AMQW166Q22K88F")

@@ -31,6 +31,8 @@ type Config struct {
 		PollInterval time.Duration `mapstructure:"poll_interval"`
 		PageSize     int           `mapstructure:"page_size"`
 		Start        string        `mapstructure:"start"`
+		// MaxRequestsPerSecond is the one budget of every WorkOS call (workosapi.Budget).
+		MaxRequestsPerSecond float64 `mapstructure:"max_requests_per_second"`
 	} `mapstructure:"workos"`
 	Store struct {
 		Path      string        `mapstructure:"path"`
@@ -103,7 +105,7 @@ func defaults(v *viper.Viper) {
 	}
 	for k, val := range map[string]any{
 		"workos.api_key": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
-		"workos.page_size": 100, "workos.start": "now",
+		"workos.page_size": 100, "workos.start": "now", "workos.max_requests_per_second": 50,
 		"store.path": storePath, "store.retention": "45d",
 		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
@@ -230,6 +232,10 @@ func (c *Config) validate() error {
 	}
 	if c.WorkOS.PollInterval <= 0 {
 		return keyErr("workos.poll_interval", "must be positive")
+	}
+	if !(c.WorkOS.MaxRequestsPerSecond > 0) || c.WorkOS.MaxRequestsPerSecond > 10000 {
+		return keyErr("workos.max_requests_per_second", "must be more than 0 and at most 10000, got %v (WorkOS allows "+
+			"1,000 user-management reads per 10 s per environment, and the app shares them)", c.WorkOS.MaxRequestsPerSecond)
 	}
 	if c.WorkOS.PageSize < 1 || c.WorkOS.PageSize > 100 {
 		return keyErr("workos.page_size", "must be between 1 and 100, got %d", c.WorkOS.PageSize)

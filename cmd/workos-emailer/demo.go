@@ -111,7 +111,7 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 	}
 	fmt.Fprintf(out, "Simulated WorkOS at %s with %d events; sending with the file mailer.\n\n", url, len(fw.EventIDs()))
 	for run := 1; run <= 2; run++ {
-		w := worker.New(opts, workosapi.New("sk_test_demo", url, 0), st, sender, templates, log)
+		w := worker.New(opts, workosapi.New("sk_test_demo", url, 0, nil), st, sender, templates, log)
 		if err := w.Run(ctx); err != nil {
 			return err
 		}

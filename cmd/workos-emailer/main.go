@@ -214,9 +214,11 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	wos := workosapi.New(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0)
 	// Observability (observability.go): metrics, admin listener, systemd READY/STOPPING/watchdog.
 	obs := newDaemonObs(cfg, log)
+	budget := workosapi.NewBudget(workosapi.BudgetOptions{PerSecond: cfg.WorkOS.MaxRequestsPerSecond, Log: log, Observer: obs.metrics})
+	obs.metrics.WatchBudget(budget)
+	wos := workosapi.New(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0, budget)
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
 	paceSES(cfg, sender, &opts, obs, log) // sendlimit.go
@@ -227,6 +229,8 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 		"/status": statusHandler(st, cfg.Events.Enabled, func() liveInfo {
 			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
 				KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
+			b := budget.Status()
+			live.Budget = &b
 			if q, ok := obs.metrics.LastQuota(); ok {
 				live.SESQuota = &sesQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
 			}

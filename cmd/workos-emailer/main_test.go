@@ -89,6 +89,8 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"time zone", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  time_zone: Mars/Olympus\n", "", "templates.time_zone"},
 		{"default locale without messages", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: tlh\n", "", "templates.default_locale"},
 		{"organization locale without messages", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  org_locales:\n    org_01: xx\n", "", "templates.org_locales"},
+		{"no WorkOS budget", "workos:\n  api_key: k\n  max_requests_per_second: 0\nmailer:\n  driver: log\n", "", "workos.max_requests_per_second"},
+		{"WorkOS budget past the limits", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_WORKOS_MAX_REQUESTS_PER_SECOND=20000", "workos.max_requests_per_second"},
 		{"missing template directory", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  dir: /nonexistent/templates\n", "", "templates.dir"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

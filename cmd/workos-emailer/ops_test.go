@@ -16,6 +16,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 var (
@@ -444,5 +445,34 @@ func TestStatusListsTheEnabledKinds(t *testing.T) {
 				t.Errorf("enabled %v: status lacks %s", tc.enabled, k)
 			}
 		}
+	}
+}
+
+// The running daemon's status shows the WorkOS request budget: its rate, whether it was
+// lowered after 429s, and a pause in progress.
+func TestStatusShowsTheWorkOSBudget(t *testing.T) {
+	opsSetup(t)
+	st := lockStore(t, opsStore(t))
+	now := time.Now()
+	live := &liveInfo{LastPoll: now, Budget: &workosapi.BudgetStatus{Max: 50, Rate: 12.5, Limited: true,
+		PausedUntil: now.Add(2 * time.Second), Throttled: 3, Paused: 4 * time.Second}}
+	doc, err := buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := doc.Live.WorkOSBudget
+	if b == nil || b.PerSecond != 12.5 || b.MaxPerSecond != 50 || !b.Lowered || b.PausedUntil == nil || b.Throttled != 3 || b.PausedSeconds != 4 {
+		t.Fatalf("workos_budget %+v", b)
+	}
+	var out strings.Builder
+	if err := printStatus(&out, doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "12.5 of 50 requests/s, lowered after WorkOS answered 429; PAUSED for 2s") {
+		t.Errorf("status does not show the budget:\n%s", out.String())
+	}
+	live.Budget = &workosapi.BudgetStatus{Max: 50, Rate: 50}
+	if doc, _ = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live); doc.Live.WorkOSBudget.PausedUntil != nil || doc.Live.WorkOSBudget.Lowered {
+		t.Errorf("a budget in full: %+v", doc.Live.WorkOSBudget)
 	}
 }

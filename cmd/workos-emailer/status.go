@@ -15,6 +15,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // What `status` and `dead list` show, and the /status and /dead documents the daemon's admin
@@ -37,6 +38,8 @@ type liveInfo struct {
 	SESQuota *sesQuota
 	// SendLimit is the SES send limiter's state; nil for other mailer drivers.
 	SendLimit *sendlimit.Status
+	// Budget is the WorkOS request budget's state; nil when unknown.
+	Budget *workosapi.BudgetStatus
 }
 
 // sesQuota mirrors SES GetAccount's SendQuota.
@@ -99,6 +102,22 @@ type liveDoc struct {
 	SESSentSinceQuotaRead *uint64 `json:"ses_sent_since_quota_read"`
 	// SESRateLimit is the pace of SES sends; null without SES.
 	SESRateLimit *rateLimitDoc `json:"ses_rate_limit"`
+	// WorkOSBudget is the budget every WorkOS call shares (workos.max_requests_per_second).
+	WorkOSBudget *budgetDoc `json:"workos_budget"`
+}
+
+// budgetDoc is the WorkOS request budget.
+type budgetDoc struct {
+	// PerSecond is the rate allowed now: MaxPerSecond, or less for a while after 429s.
+	PerSecond    float64 `json:"per_second"`
+	MaxPerSecond float64 `json:"max_per_second"`
+	// Lowered: WorkOS answered 429 and the rate has not climbed back in full yet.
+	Lowered bool `json:"lowered"`
+	// PausedUntil, while every WorkOS call waits out a 429 or a run of failed answers; else null.
+	PausedUntil *time.Time `json:"paused_until"`
+	// Throttled counts the 429s since the start; PausedSeconds the time every call was held.
+	Throttled     int64   `json:"throttled"`
+	PausedSeconds float64 `json:"paused_seconds"`
 }
 
 // rateLimitDoc is the pace of SES sends.
@@ -200,6 +219,10 @@ func buildStatus(st *store.Store, enabled []string, now time.Time, source string
 			doc.Live.SESSentSinceQuotaRead = &l.SentSinceQuotaRead
 			doc.Live.SESRateLimit = &rateLimitDoc{PerSecond: l.Rate, TargetPerSecond: l.TargetRate, Source: l.RateSource,
 				Throttled: l.Throttled}
+		}
+		if b := live.Budget; b != nil {
+			doc.Live.WorkOSBudget = &budgetDoc{PerSecond: b.Rate, MaxPerSecond: b.Max, Lowered: b.Limited,
+				PausedUntil: timePtr(b.PausedUntil), Throttled: b.Throttled, PausedSeconds: b.Paused.Seconds()}
 		}
 	}
 	return doc, nil
@@ -350,6 +373,9 @@ func printStatus(w io.Writer, d statusDoc) error {
 		if l.WorkOSKeyRejected {
 			fmt.Fprintf(tw, "WorkOS\tAPI KEY REJECTED: WorkOS answers 401/403; set a valid WORKOS_API_KEY\n")
 		}
+		if b := l.WorkOSBudget; b != nil {
+			fmt.Fprintf(tw, "WorkOS budget\t%s\n", budgetLine(b, d.GeneratedAt))
+		}
 		ses := "not paused"
 		if l.SESPaused {
 			reason := "SES refuses to send for the account"
@@ -413,6 +439,24 @@ func printStatus(w io.Writer, d statusDoc) error {
 	}
 	row("all", d.States)
 	return tw.Flush()
+}
+
+// budgetLine is the WorkOS request budget in a few words.
+func budgetLine(b *budgetDoc, now time.Time) string {
+	if b.MaxPerSecond == 0 {
+		return "unlimited"
+	}
+	line := fmt.Sprintf("%.3g requests/s", b.PerSecond)
+	if b.Lowered {
+		line = fmt.Sprintf("%.3g of %.3g requests/s, lowered after WorkOS answered 429", b.PerSecond, b.MaxPerSecond)
+	}
+	if b.PausedUntil != nil {
+		line += fmt.Sprintf("; PAUSED for %s (429 or failing answers)", b.PausedUntil.Sub(now).Round(100*time.Millisecond))
+	}
+	if b.Throttled > 0 {
+		line += fmt.Sprintf("; %d 429s so far, %.0f s paused in all", b.Throttled, b.PausedSeconds)
+	}
+	return line
 }
 
 func newDeadListCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {

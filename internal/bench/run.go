@@ -242,7 +242,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	if err != nil {
 		return err
 	}
-	w := worker.New(opts, workosapi.New(benchAPIKey, spec.WorkOSURL, 0), st, ses, templates, productionLogger())
+	w := worker.New(opts, workosapi.New(benchAPIKey, spec.WorkOSURL, 0, nil), st, ses, templates, productionLogger())
 
 	m, err := startMeasure(spec, dbPath)
 	if err != nil {

@@ -56,6 +56,8 @@ type Metrics struct {
 	sesEnabled      prometheus.Gauge
 	sesQuotaUpdated prometheus.Gauge
 	sesQuotaErrors  prometheus.Counter
+
+	workosRequests *prometheus.CounterVec
 }
 
 var _ worker.Observer = (*Metrics)(nil)
@@ -102,6 +104,10 @@ func New(opts Options) *Metrics {
 		Namespace: namespace, Name: "emails_total",
 		Help: "Events that reached a final state in this process, by kind, state (sent, skipped, dead, ambiguous) and reason code.",
 	}, []string{"kind", "state", "reason"})).(*prometheus.CounterVec)
+	m.workosRequests = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "workos_requests_total",
+		Help: "WorkOS API requests by endpoint and result (ok, 429, 4xx, 5xx, no_answer).",
+	}, []string{"endpoint", "result"})).(*prometheus.CounterVec)
 	m.sendAttempts = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "send_attempts_total",
 		Help: "SES SendEmail calls by kind and outcome (sent, rejected, failed, unavailable, paused, unknown).",

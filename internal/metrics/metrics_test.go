@@ -14,6 +14,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 type fakeWorker struct {
@@ -32,6 +33,8 @@ func (f *fakeWorker) LastSuccessfulPoll() time.Time {
 func TestNamesPassPromlint(t *testing.T) {
 	m := New(Options{Version: "test", Kinds: kinds.Defaults()})
 	m.WatchWorker(&fakeWorker{})
+	m.WatchBudget(workosapi.NewBudget(workosapi.BudgetOptions{PerSecond: 50}))
+	m.WorkOSRequest("get_magic_auth", "429")
 	m.Finished("magic_auth", "skipped", "expired")
 	m.SendAttempt("magic_auth", "sent", time.Millisecond)
 	m.EventLag("magic_auth", time.Second)
@@ -63,6 +66,14 @@ func TestLabelsStayInFixedSets(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.emails.WithLabelValues("none", "skipped", "unhandled_type")); got != 1 {
 		t.Errorf("event without kind counted as %v", got)
+	}
+	m.WorkOSRequest("get_radar_challenge", "ok")
+	m.WorkOSRequest("/user_management/users/user_01X", "418")
+	if got := testutil.ToFloat64(m.workosRequests.WithLabelValues("get_radar_challenge", "ok")); got != 1 {
+		t.Errorf("a Get of a known object counted as %v", got)
+	}
+	if got := testutil.ToFloat64(m.workosRequests.WithLabelValues("other", "other")); got != 1 {
+		t.Errorf("an unknown endpoint and result counted as %v under other", got)
 	}
 }
 
