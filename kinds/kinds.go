@@ -51,6 +51,9 @@ type Kind struct {
 	MaxAge time.Duration
 	// Names: the email shows the organization's and the inviter's names, read from WorkOS.
 	Names bool
+	// Superseded: a newer email of this kind to the same address replaces an older one not
+	// sent yet (a person who asked for three codes during an outage gets the last one).
+	Superseded bool
 	// Samples are the made-up but realistic emails previews, golden files and the start-up
 	// check of every template render: the first is the kind's own, the others variants.
 	Samples []Sample
@@ -143,20 +146,21 @@ var All = []Kind{
 	{
 		Name: MagicAuth, Title: "Magic Auth code",
 		Triggers: []Trigger{{Event: "magic_auth.created", ObjectField: "id"}},
-		Object:   "magic_auth", Carries: Code, Expires: true, MatchEventEmail: true,
+		Object:   "magic_auth", Carries: Code, Expires: true, MatchEventEmail: true, Superseded: true,
 		Samples: []Sample{{Code: "123456", ExpiresIn: 10 * time.Minute}},
 	},
 	{
 		Name: EmailVerification, Title: "Email verification",
 		Triggers: []Trigger{{Event: "email_verification.created", ObjectField: "id"}},
-		Object:   "email_verification", Carries: Code, Expires: true, MatchEventEmail: true,
+		Object:   "email_verification", Carries: Code, Expires: true, MatchEventEmail: true, Superseded: true,
 		Samples: []Sample{{Code: "654321", ExpiresIn: 24 * time.Hour}},
 	},
 	{
 		Name: PasswordReset, Title: "Password reset",
 		Triggers: []Trigger{{Event: "password_reset.created", ObjectField: "id"}},
 		Object:   "password_reset", Carries: Link, LinkSetting: "password_reset_url", Expires: true, MatchEventEmail: true,
-		Samples: []Sample{{Link: "https://auth.example.com/reset-password?token=" + sampleToken, ExpiresIn: time.Hour}},
+		Superseded: true,
+		Samples:    []Sample{{Link: "https://auth.example.com/reset-password?token=" + sampleToken, ExpiresIn: time.Hour}},
 	},
 	{
 		Name: Welcome, Title: "Welcome", Optional: true,
@@ -182,7 +186,7 @@ var All = []Kind{
 		// WorkOS Radar challenging a suspicious sign-in; other challenge types are not email.
 		Triggers: []Trigger{{Event: "radar.challenge_created", ObjectField: "radar_challenge_id",
 			Require: []Field{{"type", "email"}}, Skip: "only email challenges are sent by email"}},
-		Object: "radar_challenge", Carries: Code, Expires: true, MatchEventEmail: true,
+		Object: "radar_challenge", Carries: Code, Expires: true, MatchEventEmail: true, Superseded: true,
 		Samples: []Sample{{Code: "482913", ExpiresIn: 10 * time.Minute}},
 	},
 }

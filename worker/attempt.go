@@ -84,6 +84,10 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 		return ref, d.end(store.Skipped, ReasonExpired, "expired at "+ref.ExpiresAt.UTC().Format(time.RFC3339)+
 			", as the event shows; not read from WorkOS"), true, nil
 	}
+	if newer, ok := w.newest.newer(ev, ref); ok {
+		return ref, d.end(store.Skipped, ReasonSuperseded, fmt.Sprintf("a newer %s email to the same address replaces it (event %s)",
+			k.Name, truncate(newer, 80))), true, nil
+	}
 	key := k.OnceKey(ref.ObjectID)
 	if key == "" {
 		return ref, res, false, nil
@@ -229,6 +233,7 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	if err := w.store.Save(d.rec, "", now); err != nil {
 		return result{}, err
 	}
+	w.newest.sent(ev, now)
 	failpoint.Hit("before-send")
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
 	sendStart := time.Now()

@@ -367,8 +367,15 @@ func (d *dispatcher) work() {
 		f.e = e
 		if e.retry != nil {
 			f.err = d.w.retryOne(d.ctx, e.ev.ID)
+		} else if release, ok := d.w.claims.acquire(d.ctx, e.ev.ID); !ok {
+			f.err = errStopped
 		} else {
 			f.rec, f.err = d.w.deliver(d.ctx, e.ev)
+			if f.rec != nil {
+				// Before the claim goes: the live reader must find it final, not `sending`.
+				d.w.unsynced.put(*f.rec)
+			}
+			release()
 		}
 		d.results <- f
 	}

@@ -40,12 +40,13 @@ const (
 	ReasonNone           = "none"            // sent
 	ReasonMaybeDuplicate = "maybe_duplicate" // sent again after a send whose outcome was unknown
 	// skipped
-	ReasonUnhandled = "unhandled_type" // an event type this version does not send
-	ReasonDisabled  = "disabled"       // kind not in events.enabled
-	ReasonTooOld    = "too_old"        // older than delivery.max_event_age
-	ReasonNotFound  = "not_found"      // the object is gone (404)
-	ReasonNotPend   = "not_pending"    // invitation accepted or revoked
-	ReasonExpired   = "expired"        // code or link expired
+	ReasonUnhandled  = "unhandled_type" // an event type this version does not send
+	ReasonDisabled   = "disabled"       // kind not in events.enabled
+	ReasonTooOld     = "too_old"        // older than delivery.max_event_age
+	ReasonNotFound   = "not_found"      // the object is gone (404)
+	ReasonNotPend    = "not_pending"    // invitation accepted or revoked
+	ReasonExpired    = "expired"        // code or link expired
+	ReasonSuperseded = "superseded"     // a newer code or link to the same address replaces it
 	// welcome
 	ReasonNotVerified = "not_verified" // the address is not verified (yet)
 	ReasonAlreadySent = "already_sent" // sent once already (a welcome), by another event
@@ -69,7 +70,7 @@ const (
 
 // Reasons lists every Reason* code.
 var Reasons = []string{ReasonNone, ReasonMaybeDuplicate, ReasonUnhandled, ReasonDisabled, ReasonTooOld,
-	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonNotVerified, ReasonAlreadySent, ReasonNotApplicable, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
+	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonSuperseded, ReasonNotVerified, ReasonAlreadySent, ReasonNotApplicable, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
 	ReasonInvalidObject, ReasonRenderFailed, ReasonWorkOSRejected, ReasonRejected, ReasonMaxAttempts,
 	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent}
 

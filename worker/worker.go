@@ -147,6 +147,9 @@ type Worker struct {
 	// other WorkOS endpoints (a Get can fail while listing works) and of the mail provider.
 	listDown, wosDown, sendDown outage
 	unsynced                    unsynced // final records on their way to disk (dispatch.go)
+	newest                      newest   // the newest event per superseded kind and address (newest.go)
+	claims                      claims   // events being delivered, by either reader (live.go)
+	backlog                     backlog  // how far behind the stream is; the live reader (backlog.go)
 	observed                             // observer, heartbeat, last successful poll: observe.go
 }
 
@@ -224,6 +227,8 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 	failures := 0
 	idle := false        // the last list returned less than a full page
 	var listed time.Time // when the last list was sent
+	var live *liveRun    // the live reader, while the main reader is behind (live.go)
+	defer func() { w.stopLive(live, "stopping") }()
 	for {
 		select {
 		case <-want:
@@ -271,6 +276,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 			w.listDown.recovered(w.log)
 			failures = 0
 			idle = len(page.Events) < w.opts.PageSize
+			live = w.steerLive(ctx, live, page)
 			if len(page.Events) == 0 {
 				if w.opts.StopWhenIdle {
 					send(fetched{end: true})
@@ -352,6 +358,9 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	rec, found, err := w.record(ev.ID)
 	if err != nil {
 		return nil, err
+	}
+	if found && (rec.State == store.Sent || rec.State == store.Ambiguous || rec.State == store.Sending || rec.MaybeDuplicate) {
+		w.newest.sent(&ev, w.opts.Now()) // it went out, or may have: an older one must not follow it
 	}
 	if found && rec.State.Final() {
 		return nil, nil

@@ -230,7 +230,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 			live := liveInfo{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
 				KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
 			b := budget.Status()
-			live.Budget = &b
+			live.Budget, live.Backlog = &b, w.Backlog()
 			if q, ok := obs.metrics.LastQuota(); ok {
 				live.SESQuota = &sesQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
 			}

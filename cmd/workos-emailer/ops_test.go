@@ -16,6 +16,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
@@ -474,5 +475,21 @@ func TestStatusShowsTheWorkOSBudget(t *testing.T) {
 	live.Budget = &workosapi.BudgetStatus{Max: 50, Rate: 50}
 	if doc, _ = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live); doc.Live.WorkOSBudget.PausedUntil != nil || doc.Live.WorkOSBudget.Lowered {
 		t.Errorf("a budget in full: %+v", doc.Live.WorkOSBudget)
+	}
+	if !strings.Contains(out.String(), "backlog        none: the main reader is caught up") {
+		t.Errorf("status does not say there is no backlog:\n%s", out.String())
+	}
+
+	// Behind, with a live reader.
+	since := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	live.Backlog = worker.Backlog{Behind: 2 * time.Hour, CatchUp: 5 * time.Minute, LiveRunning: true, LiveSince: since, LiveLag: time.Second}
+	doc, _ = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	if bl := doc.Live.Backlog; bl.BehindSeconds != 7200 || bl.CatchUpSeconds == nil || *bl.CatchUpSeconds != 300 || !bl.LiveReader || !bl.LiveSince.Equal(since) {
+		t.Errorf("backlog %+v", bl)
+	}
+	out.Reset()
+	_ = printStatus(&out, doc)
+	if !strings.Contains(out.String(), "the main reader is 2h0m0s behind, catching up in about 5m0s; a live reader sends new events meanwhile (those since 2026-12-02T12:00:00Z, 1s behind)") {
+		t.Errorf("status does not show the backlog:\n%s", out.String())
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
@@ -40,6 +41,8 @@ type liveInfo struct {
 	SendLimit *sendlimit.Status
 	// Budget is the WorkOS request budget's state; nil when unknown.
 	Budget *workosapi.BudgetStatus
+	// Backlog is how far the event stream is behind, and the live reader.
+	Backlog worker.Backlog
 }
 
 // sesQuota mirrors SES GetAccount's SendQuota.
@@ -104,6 +107,20 @@ type liveDoc struct {
 	SESRateLimit *rateLimitDoc `json:"ses_rate_limit"`
 	// WorkOSBudget is the budget every WorkOS call shares (workos.max_requests_per_second).
 	WorkOSBudget *budgetDoc `json:"workos_budget"`
+	Backlog      backlogDoc `json:"backlog"`
+}
+
+// backlogDoc is how far the main reader is behind, and the live reader.
+type backlogDoc struct {
+	// BehindSeconds is the age of the newest event on the main reader's last full page; 0 once
+	// it has caught up. CatchUpSeconds estimates when it catches up; null when unknown.
+	BehindSeconds  float64  `json:"behind_seconds"`
+	CatchUpSeconds *float64 `json:"catch_up_seconds"`
+	// LiveReader: new events go out through a live reader meanwhile, those since LiveSince.
+	LiveReader bool       `json:"live_reader"`
+	LiveSince  *time.Time `json:"live_since"`
+	// LiveLagSeconds is the age of the newest event the live reader listed.
+	LiveLagSeconds float64 `json:"live_lag_seconds"`
 }
 
 // budgetDoc is the WorkOS request budget.
@@ -219,6 +236,13 @@ func buildStatus(st *store.Store, enabled []string, now time.Time, source string
 			doc.Live.SESSentSinceQuotaRead = &l.SentSinceQuotaRead
 			doc.Live.SESRateLimit = &rateLimitDoc{PerSecond: l.Rate, TargetPerSecond: l.TargetRate, Source: l.RateSource,
 				Throttled: l.Throttled}
+		}
+		bl := live.Backlog
+		doc.Live.Backlog = backlogDoc{BehindSeconds: bl.Behind.Seconds(), LiveReader: bl.LiveRunning,
+			LiveSince: timePtr(bl.LiveSince), LiveLagSeconds: bl.LiveLag.Seconds()}
+		if bl.CatchUp > 0 {
+			s := bl.CatchUp.Seconds()
+			doc.Live.Backlog.CatchUpSeconds = &s
 		}
 		if b := live.Budget; b != nil {
 			doc.Live.WorkOSBudget = &budgetDoc{PerSecond: b.Rate, MaxPerSecond: b.Max, Lowered: b.Limited,
@@ -376,6 +400,7 @@ func printStatus(w io.Writer, d statusDoc) error {
 		if b := l.WorkOSBudget; b != nil {
 			fmt.Fprintf(tw, "WorkOS budget\t%s\n", budgetLine(b, d.GeneratedAt))
 		}
+		fmt.Fprintf(tw, "backlog\t%s\n", backlogLine(l.Backlog))
 		ses := "not paused"
 		if l.SESPaused {
 			reason := "SES refuses to send for the account"
@@ -439,6 +464,22 @@ func printStatus(w io.Writer, d statusDoc) error {
 	}
 	row("all", d.States)
 	return tw.Flush()
+}
+
+// backlogLine says how far behind the event stream is, in a few words.
+func backlogLine(b backlogDoc) string {
+	if b.BehindSeconds == 0 {
+		return "none: the main reader is caught up"
+	}
+	line := fmt.Sprintf("the main reader is %s behind", (time.Duration(b.BehindSeconds) * time.Second).Round(time.Second))
+	if b.CatchUpSeconds != nil {
+		line += fmt.Sprintf(", catching up in about %s", (time.Duration(*b.CatchUpSeconds) * time.Second).Round(time.Second))
+	}
+	if b.LiveReader && b.LiveSince != nil {
+		line += fmt.Sprintf("; a live reader sends new events meanwhile (those since %s, %s behind)",
+			b.LiveSince.UTC().Format(time.RFC3339), (time.Duration(b.LiveLagSeconds) * time.Second).Round(time.Second))
+	}
+	return line
 }
 
 // budgetLine is the WorkOS request budget in a few words.

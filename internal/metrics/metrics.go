@@ -181,6 +181,7 @@ func (m *Metrics) Handler() http.Handler {
 type WorkerState interface {
 	Paused() bool
 	LastSuccessfulPoll() time.Time
+	Backlog() worker.Backlog
 }
 
 // WatchWorker adds the gauges read from w at scrape time: sending paused and last successful
@@ -202,6 +203,23 @@ func (m *Metrics) WatchWorker(w WorkerState) {
 			t := w.LastSuccessfulPoll()
 			return float64(t.UnixNano()) / 1e9, !t.IsZero()
 		}))
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "backlog_seconds",
+		Help: "How far the main reader is behind: the age of the newest event on its last full page; 0 once it has caught up.",
+	}, func() float64 { return w.Backlog().Behind.Seconds() }))
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "live_reader_running",
+		Help: "1 while a live reader delivers new events because the main reader is behind, else 0.",
+	}, func() float64 {
+		if w.Backlog().LiveRunning {
+			return 1
+		}
+		return 0
+	}))
+	f.register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "live_reader_lag_seconds",
+		Help: "Age of the newest event the live reader listed (0 when it is not running or has listed none).",
+	}, func() float64 { return w.Backlog().LiveLag.Seconds() }))
 }
 
 // Polled implements worker.Observer.

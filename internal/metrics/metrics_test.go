@@ -14,6 +14,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
@@ -23,6 +24,9 @@ type fakeWorker struct {
 }
 
 func (f *fakeWorker) Paused() bool { return f.paused.Load() }
+func (f *fakeWorker) Backlog() worker.Backlog {
+	return worker.Backlog{Behind: time.Hour, LiveRunning: true, LiveLag: time.Second}
+}
 func (f *fakeWorker) LastSuccessfulPoll() time.Time {
 	if n := f.lastPoll.Load(); n != 0 {
 		return time.Unix(0, n)
