@@ -12,7 +12,7 @@ help:
 	@echo "make build   - build $(BIN)"
 	@echo "make test    - vet, format check, unit and integration tests (race detector), short fuzzing"
 	@echo "make demo    - run the whole pipeline against a simulated WorkOS; emails land in demo-out/outbox"
-	@echo "make bench   - benchmark the pipeline against the fakes and the naive loop (BENCH_FLAGS='-quick', '-markdown'; see BENCHMARKS.md)"
+	@echo "make bench   - benchmark the pipeline against the fakes and the naive loop, and a backfill under WorkOS's rate limits (BENCH_FLAGS='-quick', '-markdown', '-scenarios limits'; see BENCHMARKS.md)"
 	@echo "make e2e     - crash suite (SIGKILL), store faults, SES v2 emulator, WorkOS OpenAPI conformance, preview gallery (needs npm, chromium)"
 	@echo "make tools   - install the test tools (SES emulator, WorkOS OpenAPI spec, html-validate) into .tools/node_modules"
 	@echo "make install - binary, systemd units, README, and the sample config if none (PREFIX=$(PREFIX), DESTDIR)"

@@ -84,9 +84,8 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 		return ref, d.end(store.Skipped, ReasonExpired, "expired at "+ref.ExpiresAt.UTC().Format(time.RFC3339)+
 			", as the event shows; not read from WorkOS"), true, nil
 	}
-	if newer, ok := w.newest.newer(ev, ref); ok {
-		return ref, d.end(store.Skipped, ReasonSuperseded, fmt.Sprintf("a newer %s email to the same address replaces it (event %s)",
-			k.Name, truncate(newer, 80))), true, nil
+	if res, ok := w.superseded(ev, ref, d); ok {
+		return ref, res, true, nil
 	}
 	key := k.OnceKey(ref.ObjectID)
 	if key == "" {
@@ -218,6 +217,19 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 		// Shutting down: start no new send; the event is delivered after the restart.
 		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
 	}
+	// One email of a superseded kind to one address at a time, and never one older than an
+	// email already sent: the live reader may have sent a newer code while this one was read.
+	ref, _ := ev.parsed()
+	if key := supersedeKey(ref); key != "" {
+		release, ok := w.claims.acquire(ctx, "newest:"+key)
+		if !ok {
+			return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+		}
+		defer release()
+		if res, ok := w.superseded(ev, ref, d); ok {
+			return res, nil
+		}
+	}
 	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
 	if res, ok := w.sendPermit(ctx); !ok {
 		return res, nil
@@ -270,6 +282,16 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 		return result{outcome: retry, reason: "outcome unknown: " + err.Error(), maybeSent: true}, nil
 	}
 	return d.end(store.Ambiguous, ReasonUnknownOutcome, "outcome unknown, SES may have accepted it; not resent (on_ambiguous: hold): "+err.Error()), nil
+}
+
+// superseded ends d when a newer email of its kind to the same address has gone out (newest.go).
+func (w *Worker) superseded(ev *Event, ref eventRef, d *delivery) (result, bool) {
+	newer, ok := w.newest.newer(ev, ref)
+	if !ok {
+		return result{}, false
+	}
+	return d.end(store.Skipped, ReasonSuperseded, fmt.Sprintf("a newer %s email to the same address replaces it (event %s)",
+		ref.kind.Name, truncate(newer, 80))), true
 }
 
 // workosFailure classifies a failed WorkOS call made for d.

@@ -27,7 +27,7 @@ const (
 	liveAfterFull = 5 * time.Second
 	liveAfterLag  = 2 * time.Minute
 	// liveLookback is how far back the live reader starts at most: a Magic Auth code's life,
-	// so codes created while the daemon was down go out first too.
+	// so codes created while the daemon was down go out first too (liveStart).
 	liveLookback = 10 * time.Minute
 )
 
@@ -61,13 +61,24 @@ func (w *Worker) steerLive(ctx context.Context, live *liveRun, page workosapi.Pa
 		w.stopLive(live, "the main reader has reached where it began")
 		return nil
 	case live == nil && full && (fullFor >= liveAfterFull || behind >= liveAfterLag):
-		since := now.Add(-liveLookback)
-		if newest.After(since) {
-			since = newest
-		}
-		return w.startLive(ctx, since, behind)
+		return w.startLive(ctx, liveStart(now, newest), behind)
 	}
 	return live
+}
+
+// liveStart is where a live reader begins when the main reader's newest event is newest:
+// events the main reader reaches within liveAfterLag are left to it, and none older than
+// liveLookback is taken, so a live reader begins at now after a burst, and up to 10 minutes
+// back after an outage.
+func liveStart(now, newest time.Time) time.Time {
+	since := newest.Add(liveAfterLag)
+	if lb := now.Add(-liveLookback); since.Before(lb) {
+		since = lb
+	}
+	if since.After(now) {
+		since = now
+	}
+	return since
 }
 
 // startLive starts a live reader that delivers the events created since since.
@@ -96,8 +107,10 @@ func (w *Worker) stopLive(lr *liveRun, why string) {
 	w.log.Info("live reader stopped: "+why, zap.Time("live_since", lr.since))
 }
 
-// readLive pages from since and delivers each page before listing the next.
+// readLive pages from since and delivers each page before listing the next. Its WorkOS calls
+// go ahead of the main reader's in the request budget.
 func (w *Worker) readLive(ctx context.Context, since time.Time) {
+	ctx = workosapi.Urgent(ctx)
 	after, failures := "", 0
 	for ctx.Err() == nil {
 		page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: since, Limit: w.opts.PageSize, Types: w.types})

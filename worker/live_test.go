@@ -131,3 +131,19 @@ func TestLiveReaderAcrossARestart(t *testing.T) {
 		t.Errorf("cursor %q, want the last event %s", c, second)
 	}
 }
+
+// The live reader leaves to the main reader what it reaches within two minutes, and takes no
+// more than the last ten.
+func TestLiveStart(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct{ behind, want time.Duration }{
+		{30 * time.Second, 0},              // a burst: from now
+		{5 * time.Minute, 3 * time.Minute}, // a short outage: what the main reader does not reach soon
+		{time.Hour, 10 * time.Minute},      // a long one: a code's life
+		{30 * 24 * time.Hour, 10 * time.Minute},
+	} {
+		if got := now.Sub(liveStart(now, now.Add(-tc.behind))); got != tc.want {
+			t.Errorf("%v behind: the live reader starts %v back, want %v", tc.behind, got, tc.want)
+		}
+	}
+}

@@ -24,9 +24,12 @@ import (
 type Budget struct {
 	max rate.Limit
 	lim *rate.Limiter
-	log *zap.Logger
-	obs RequestObserver
-	now func() time.Time
+	// queue admits ordinary calls to the limiter a few at a time, so that an urgent call (the
+	// live reader's) waits behind at most that many reservations, not behind every delivery.
+	queue chan struct{}
+	log   *zap.Logger
+	obs   RequestObserver
+	now   func() time.Time
 
 	mu          sync.Mutex
 	pausedUntil time.Time
@@ -83,8 +86,20 @@ func NewBudget(opts BudgetOptions) *Budget {
 	if opts.PerSecond <= 0 {
 		max = rate.Inf
 	}
-	return &Budget{max: max, lim: rate.NewLimiter(max, burstFor(max)), log: log, obs: opts.Observer, now: time.Now}
+	return &Budget{max: max, lim: rate.NewLimiter(max, burstFor(max)), queue: make(chan struct{}, ordinaryInLine),
+		log: log, obs: opts.Observer, now: time.Now}
 }
+
+// ordinaryInLine is how many ordinary calls may hold a place in the limiter's line at once.
+const ordinaryInLine = 2
+
+type urgentKey struct{}
+
+// Urgent marks ctx's calls as urgent: they go ahead of ordinary calls waiting for the budget
+// (the live reader's, for codes created now while a backlog is worked through).
+func Urgent(ctx context.Context) context.Context { return context.WithValue(ctx, urgentKey{}, true) }
+
+func isUrgent(ctx context.Context) bool { v, _ := ctx.Value(urgentKey{}).(bool); return v }
 
 // burstFor lets a second's worth of requests go at once, as WorkOS's windows allow, and no
 // more.
@@ -95,10 +110,19 @@ func burstFor(r rate.Limit) int {
 	return max(1, int(r))
 }
 
-// Wait blocks until a request may go: past any pause, then for a token.
+// Wait blocks until a request may go: past any pause, then for a token. Ordinary calls take
+// a place in line first; urgent ones (Urgent) do not.
 func (b *Budget) Wait(ctx context.Context) error {
 	if b == nil {
 		return nil
+	}
+	if !isUrgent(ctx) && b.max != rate.Inf {
+		select {
+		case b.queue <- struct{}{}:
+			defer func() { <-b.queue }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	for {
 		b.mu.Lock()
@@ -116,6 +140,9 @@ func (b *Budget) Wait(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+	if b.max == rate.Inf {
+		return nil
 	}
 	return b.lim.Wait(ctx)
 }

@@ -238,3 +238,39 @@ func TestNoBudgetIsUnlimited(t *testing.T) {
 		t.Errorf("no rate: %+v", st)
 	}
 }
+
+// An urgent call (the live reader's) waits behind at most a couple of ordinary ones, however
+// many deliveries wait for the budget.
+func TestUrgentCallsGoFirst(t *testing.T) {
+	srv := &arrivals{}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	b := NewBudget(BudgetOptions{PerSecond: 10})
+	c := New("sk_test", ts.URL, time.Second, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 8 { // deliveries that always want the next token
+		wg.Go(func() {
+			for n := 0; ctx.Err() == nil; n++ {
+				_, _ = c.Get(ctx, "magic_auth", fmt.Sprintf("magic_auth_01B%02d%04d", i, n))
+			}
+		})
+	}
+	// Once the burst is spent and the line is long, an urgent call.
+	for deadline := time.Now().Add(10 * time.Second); len(srv.times()) < 15; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the deliveries made no requests")
+		}
+	}
+	before := len(srv.times())
+	if _, err := c.Get(Urgent(context.Background()), "magic_auth", "magic_auth_01URGENT"); err != nil {
+		t.Fatal(err)
+	}
+	ahead := len(srv.times()) - before - 1
+	cancel()
+	wg.Wait()
+	// The two in line, and one whose reservation came due as the urgent call arrived.
+	if ahead > 3 {
+		t.Errorf("%d ordinary requests went ahead of the urgent one, want at most 3", ahead)
+	}
+}

@@ -22,7 +22,7 @@ func main() {
 		inProcess bool
 		child     string
 	)
-	flag.StringVar(&scenarios, "scenarios", "a,b,c,d,idle,lat", "comma-separated scenarios to run: a, b, c, d, idle, lat")
+	flag.StringVar(&scenarios, "scenarios", "a,b,c,d,idle,lat,limits", "comma-separated scenarios to run: a, b, c, d, idle, lat, limits (WorkOS's rate limits, shared with an app)")
 	flag.BoolVar(&cfg.Quick, "quick", false, "small workloads and short runs: a smoke test, not a measurement")
 	flag.IntVar(&cfg.Events, "events", 0, "override every scenario's event count (0: the scenario's own)")
 	flag.DurationVar(&cfg.WorkOSLatency, "workos-latency", -1, "added latency per WorkOS request for every scenario (default: the scenario's)")
@@ -45,8 +45,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: unexpected arguments:", flag.Args())
 		os.Exit(2)
 	}
+	limits := false
 	for _, s := range strings.Split(scenarios, ",") {
-		if s = strings.TrimSpace(s); s != "" {
+		switch s = strings.TrimSpace(s); s {
+		case "":
+		case "limits":
+			limits = true
+		default:
 			cfg.Scenarios = append(cfg.Scenarios, s)
 		}
 	}
@@ -73,16 +78,30 @@ func main() {
 		close(interrupt)
 	}()
 	cfg.Interrupt = interrupt
-	rep, err := bench.Run(cfg)
-	if rep != nil && len(rep.Rows) > 0 || err == nil {
-		if markdown {
-			rep.WriteMarkdown(os.Stdout)
-		} else {
-			rep.WriteText(os.Stdout)
+	if len(cfg.Scenarios) > 0 {
+		rep, err := bench.Run(cfg)
+		if rep != nil && len(rep.Rows) > 0 || err == nil {
+			if markdown {
+				rep.WriteMarkdown(os.Stdout)
+			} else {
+				rep.WriteText(os.Stdout)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
 		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	if limits {
+		events := cfg.Events
+		rows, err := bench.RunLimits(bench.LimitsConfig{Events: events, Quick: cfg.Quick, Progress: os.Stderr})
+		fmt.Println()
+		fmt.Println("WorkOS's rate limits, shared with an app (scenario limits):")
+		fmt.Println()
+		bench.WriteLimitsMarkdown(os.Stdout, rows)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
 }
