@@ -245,7 +245,6 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	if err := w.store.Save(d.rec, "", now); err != nil {
 		return result{}, err
 	}
-	w.newest.sent(ev, now)
 	failpoint.Hit("before-send")
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
 	sendStart := time.Now()
@@ -254,6 +253,11 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	w.obs.SendAttempt(k.Name, sendOutcome(err), time.Since(sendStart))
 	if c := mailer.ClassOf(err); err == nil || c == mailer.Permanent || c == mailer.Retry && !mailer.Unavailable(err) {
 		w.sendAnswered()
+	}
+	if err == nil || mailer.ClassOf(err) == mailer.Ambiguous {
+		// It went out, or may have: an older one must not follow it. A send that definitely
+		// failed replaces nothing, so the person is not left without a code.
+		w.newest.sent(ev, w.opts.Now())
 	}
 	if err == nil {
 		w.obs.EventLag(k.Name, w.opts.Now().Sub(ev.CreatedAt))

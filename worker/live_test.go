@@ -1,13 +1,16 @@
 package worker
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // backlogScenario fills the fake WorkOS with an hour-old backlog, one event of which hangs in
@@ -145,5 +148,42 @@ func TestLiveStart(t *testing.T) {
 		if got := now.Sub(liveStart(now, now.Add(-tc.behind))); got != tc.want {
 			t.Errorf("%v behind: the live reader starts %v back, want %v", tc.behind, got, tc.want)
 		}
+	}
+}
+
+// Only a newer code that went out supersedes: one SES refused leaves the older code to go.
+func TestARefusedNewerCodeSupersedesNothing(t *testing.T) {
+	h := newHarness(t)
+	older, _, olderCode := h.wos.AddCode("magic_auth", "ada@example.com", "user_01ADA", time.Now().Add(time.Hour))
+	newer, _, _ := h.wos.AddCode("magic_auth", "ada@example.com", "user_01ADA", time.Now().Add(time.Hour))
+	var refused atomic.Int64
+	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if refused.Load() == 0 && strings.Contains(r.URL.Path, "/outbound-emails") {
+			refused.Add(1)
+			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified.")
+			return true
+		}
+		return false
+	}
+	// The newer code first, as the live reader would send it.
+	w := h.worker()
+	page, err := workosapi.New(testAPIKey, h.wosURL, 2*time.Second, nil).ListEvents(context.Background(), workosapi.ListRequest{Limit: 10})
+	if err != nil || len(page.Events) != 2 || page.Events[1].ID != newer {
+		t.Fatalf("events %+v, %v", page.Events, err)
+	}
+	e := page.Events[1]
+	rec, err := w.deliver(context.Background(), Event{ID: e.ID, Type: e.Type, CreatedAt: e.CreatedAt, Data: e.Data})
+	if err != nil || rec == nil || rec.State != store.Dead {
+		t.Fatalf("the newer code: %+v, %v; want dead (refused)", rec, err)
+	}
+	if err := h.store.Save(*rec, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Run(context.Background()); err != nil { // the same worker: what it knows of the newer code counts
+		t.Fatal(err)
+	}
+	assertState(t, h, older, store.Sent, "")
+	if m := h.sentTo("ada@example.com"); len(m) != 1 || !strings.Contains(m[0].Text, olderCode) {
+		t.Errorf("ada got %d emails, want the older code", len(m))
 	}
 }

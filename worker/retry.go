@@ -73,6 +73,12 @@ func (w *Worker) handOverRetries(ctx context.Context, send func(fetched) bool) b
 // event's is skipped; every other check runs again.
 func (w *Worker) retryOne(ctx context.Context, id string) error {
 	rs := w.store.(RetryStore) // only handOverRetries queues retries
+	// The live reader may be delivering the same event (claims, live.go).
+	release, ok := w.claims.acquire(ctx, id)
+	if !ok {
+		return errStopped
+	}
+	defer release()
 	rec, found, err := w.record(id)
 	if err != nil {
 		return err

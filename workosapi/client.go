@@ -239,7 +239,7 @@ func withExpiry(o Object, expiresAt string) (Object, error) {
 
 // OrganizationName returns the organization's display name.
 func (c *Client) OrganizationName(ctx context.Context, id string) (string, error) {
-	p, err := c.names.read(id, func() (Person, error) {
+	p, err := c.names.read(ctx, id, func(ctx context.Context) (Person, error) {
 		org, err := call(ctx, c.budget, "get organization", func(ctx context.Context) (organizations.Organization, error) {
 			return c.orgs.GetOrganization(ctx, organizations.GetOrganizationOpts{Organization: id})
 		})
@@ -250,7 +250,7 @@ func (c *Client) OrganizationName(ctx context.Context, id string) (string, error
 
 // User returns a user's name, email and locale, cached for a minute.
 func (c *Client) User(ctx context.Context, id string) (Person, error) {
-	return c.names.read(id, func() (Person, error) {
+	return c.names.read(ctx, id, func(ctx context.Context) (Person, error) {
 		var locale string
 		u, err := c.getUser(ctx, id, &locale)
 		if err != nil {

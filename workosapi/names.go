@@ -1,6 +1,8 @@
 package workosapi
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -25,19 +27,27 @@ type nameCache struct {
 	entries map[string]cachedName
 }
 
-// read returns id's cached name, or fetch's answer, cached.
-func (c *nameCache) read(id string, fetch func() (Person, error)) (Person, error) {
+// read returns id's cached name, or fetch's answer, cached. The shared read runs detached from
+// the cancellation of the caller that started it, so that caller stopping (the live reader
+// ending) does not fail the others waiting on it; each caller still stops waiting when its own
+// ctx ends.
+func (c *nameCache) read(ctx context.Context, id string, fetch func(context.Context) (Person, error)) (Person, error) {
 	if p, ok := c.get(id); ok {
 		return p, nil
 	}
-	v, err, _ := c.inflight.Do(id, func() (any, error) {
-		p, err := fetch()
+	shared := c.inflight.DoChan(id, func() (any, error) {
+		p, err := fetch(context.WithoutCancel(ctx))
 		if err == nil {
 			c.put(id, p)
 		}
 		return p, err
 	})
-	return v.(Person), err
+	select {
+	case r := <-shared:
+		return r.Val.(Person), r.Err
+	case <-ctx.Done():
+		return Person{}, &APIError{Err: fmt.Errorf("WorkOS read of %s: stopped waiting: %w", id, ctx.Err())}
+	}
 }
 
 type cachedName struct {

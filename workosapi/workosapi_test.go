@@ -149,3 +149,41 @@ func isNotFound(err error) bool {
 	var apiErr *APIError
 	return errors.As(err, &apiErr) && apiErr.NotFound()
 }
+
+// Callers sharing one name read are not failed by the one that started it stopping: the live
+// reader ending must not cost the main reader's email its inviter's name or its language.
+func TestASharedReadOutlivesItsFirstCaller(t *testing.T) {
+	arrived, release := make(chan struct{}, 4), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"object":"user","id":"user_01SHARED","first_name":"Ada","last_name":"Lovelace","email":"ada@example.com",` +
+			`"email_verified":true,"profile_picture_url":null,"external_id":null,"metadata":{},"last_sign_in_at":null,"locale":"de-DE",` +
+			`"created_at":"2026-01-15T12:00:00.000Z","updated_at":"2026-01-15T12:00:00.000Z"}`))
+	}))
+	defer srv.Close()
+	c := New("sk_test", srv.URL, 5*time.Second, nil)
+	first, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() { _, err := c.User(first, "user_01SHARED"); firstErr <- err }()
+	<-arrived // the first caller's read is at WorkOS
+	second := make(chan error, 1)
+	var got Person
+	go func() {
+		var err error
+		got, err = c.User(context.Background(), "user_01SHARED")
+		second <- err
+	}()
+	cancel()
+	if err := <-firstErr; err == nil {
+		t.Error("the cancelled caller got an answer, want its cancellation")
+	}
+	close(release)
+	if err := <-second; err != nil || got.Locale != "de-DE" {
+		t.Fatalf("the second caller: %+v, %v; want the user", got, err)
+	}
+	if len(arrived) != 0 {
+		t.Errorf("%d more reads, want the one shared", len(arrived))
+	}
+}
