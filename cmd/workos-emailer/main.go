@@ -127,7 +127,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		},
 	)
 	root.AddCommand(opsCommands(load, stdout, stderr)...) // status, cursor, dead: ops.go, status.go
-	root.AddCommand(newSendCmd(load, stdout, stderr))      // send test: sendtest.go
+	root.AddCommand(newSendCmd(load, stdout, stderr))     // send test: sendtest.go
 	return root
 }
 
