@@ -230,6 +230,23 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 			return res, nil
 		}
 	}
+	// Likewise for a kind sent once per object: the other reader may have taken its key since
+	// screen looked (the key is taken with the `sending` record).
+	if key := d.rec.OnceKey; key != "" {
+		release, ok := w.claims.acquire(ctx, "once:"+key)
+		if !ok {
+			return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+		}
+		defer release()
+		holder, err := w.store.OnceHolder(key)
+		if err != nil {
+			return result{}, err
+		}
+		if holder != "" && holder != d.rec.EventID {
+			return d.end(store.Skipped, ReasonAlreadySent, fmt.Sprintf("the %s email went out already for %s (event %s)",
+				k.Name, d.rec.ObjectID, truncate(holder, 80))), nil
+		}
+	}
 	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
 	if res, ok := w.sendPermit(ctx); !ok {
 		return res, nil

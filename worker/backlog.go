@@ -58,6 +58,13 @@ func (b *backlog) listed(now time.Time, full bool, newest time.Time) (fullFor, b
 	return now.Sub(b.fullFrom), b.behind
 }
 
+// restartFull counts the current run of full pages from now.
+func (b *backlog) restartFull(now time.Time) {
+	b.mu.Lock()
+	b.fullFrom = now
+	b.mu.Unlock()
+}
+
 func (b *backlog) liveStarted(since time.Time) {
 	b.mu.Lock()
 	b.live, b.since, b.liveAt = true, since, time.Time{}

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +60,7 @@ func (w *Worker) steerLive(ctx context.Context, live *liveRun, page workosapi.Pa
 		return nil
 	case live != nil && !newest.Before(live.since):
 		w.stopLive(live, "the main reader has reached where it began")
+		w.backlog.restartFull(now) // another only after full pages for liveAfterFull again
 		return nil
 	case live == nil && full && (fullFor >= liveAfterFull || behind >= liveAfterLag):
 		return w.startLive(ctx, liveStart(now, newest), behind)
@@ -172,6 +174,11 @@ func (w *Worker) deliverLive(ctx context.Context, events []Event) {
 	wg.Wait()
 }
 
+// liveDeliveryTimeout bounds one delivery by the live reader: an event that fails and waits
+// out retries is left, pending, to the main reader, so it does not hold up the new events
+// behind it.
+const liveDeliveryTimeout = 30 * time.Second
+
 // deliverClaimed delivers one event for the live reader and saves its final record before
 // giving up the claim. It reports false when the reader should stop.
 func (w *Worker) deliverClaimed(ctx context.Context, ev Event) bool {
@@ -180,9 +187,15 @@ func (w *Worker) deliverClaimed(ctx context.Context, ev Event) bool {
 		return false
 	}
 	defer release()
-	rec, err := w.deliver(ctx, ev)
+	one, cancel := context.WithTimeout(ctx, liveDeliveryTimeout)
+	defer cancel()
+	rec, err := w.deliver(one, ev)
 	if err == nil && rec != nil {
 		err = w.store.Save(*rec, "", w.opts.Now())
+	}
+	if errors.Is(err, errStopped) && ctx.Err() == nil {
+		w.log.Info("the live reader leaves a delivery that keeps failing to the main reader", zap.String("event_id", ev.ID))
+		return true
 	}
 	if err != nil {
 		if ctx.Err() == nil {
