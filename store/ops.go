@@ -554,6 +554,12 @@ func (s *Store) PruneWith(olderThan time.Time, batch int, keepGoing func(pruned 
 			}
 			total += deleted
 		}
+		if done {
+			// The marks of the newest codes sent, by the same age (store/latest.go).
+			if err := s.update(func(tx *bolt.Tx) error { return pruneLatest(tx, olderThan) }); err != nil {
+				return total, fmt.Errorf("prune the marks of codes sent: %w", err)
+			}
+		}
 		if done || keepGoing != nil && !keepGoing(total) {
 			return total, nil
 		}

@@ -64,7 +64,11 @@ type Delivery struct {
 	// OnceKey, when set, names something at most one delivery may ever send (the welcome
 	// email's user): a delivery holds it from its `sending` record on, for good once sent or
 	// possibly sent, and lets go of it when it ends without sending. See OnceHolder.
-	OnceKey        string    `json:"once_key,omitempty"`
+	OnceKey string `json:"once_key,omitempty"`
+	// SupersedeKey, when set, names the kind and (by a keyed hash) the address of a code or
+	// link a newer one replaces: a record saved sent or ambiguous with it becomes the newest of
+	// its key (LatestSent). It is not part of the record on disk.
+	SupersedeKey   string    `json:"-"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
@@ -135,6 +139,9 @@ type Store struct {
 	// derivedStale: a read-only open found the counters or the problem index disagreeing with
 	// the records and cannot rebuild them, so Stats and Problems count from the records.
 	derivedStale bool
+	// addressSecret keys the hashes of addresses in supersede keys (latest.go); nil when a
+	// read-only open found none.
+	addressSecret []byte
 }
 
 // ErrDamaged means the store file exists but cannot be trusted. Starting afresh instead would
@@ -202,7 +209,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
 			return nil // another program's file: checkSchema names the problem, nothing is written
 		}
-		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce} {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce, bucketLatest} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -229,6 +236,11 @@ func Open(path string, opts Options) (s *Store, err error) {
 				return fmt.Errorf("rebuild counters and indexes: %w", err)
 			}
 		}
+		secret, err := ensureAddressSecret(meta)
+		if err != nil {
+			return fmt.Errorf("keep the address hash key: %w", err)
+		}
+		s.addressSecret = secret
 		return stampDerived(tx)
 	})
 	if err == nil {
@@ -624,6 +636,9 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 		return err
 	}
 	if err := holdOnce(tx, d); err != nil {
+		return err
+	}
+	if err := markLatest(tx, d); err != nil {
 		return err
 	}
 	if d.State.Final() {

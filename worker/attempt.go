@@ -84,8 +84,9 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 		return ref, d.end(store.Skipped, ReasonExpired, "expired at "+ref.ExpiresAt.UTC().Format(time.RFC3339)+
 			", as the event shows; not read from WorkOS"), true, nil
 	}
-	if res, ok := w.superseded(ev, ref, d); ok {
-		return ref, res, true, nil
+	d.rec.SupersedeKey = w.newest.key(ref)
+	if res, ok, err := w.superseded(ev, ref, d); ok || err != nil {
+		return ref, res, true, err
 	}
 	key := k.OnceKey(ref.ObjectID)
 	if key == "" {
@@ -220,14 +221,14 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	// One email of a superseded kind to one address at a time, and never one older than an
 	// email already sent: the live reader may have sent a newer code while this one was read.
 	ref, _ := ev.parsed()
-	if key := supersedeKey(ref); key != "" {
+	if key := d.rec.SupersedeKey; key != "" {
 		release, ok := w.claims.acquire(ctx, "newest:"+key)
 		if !ok {
 			return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
 		}
 		defer release()
-		if res, ok := w.superseded(ev, ref, d); ok {
-			return res, nil
+		if res, ok, err := w.superseded(ev, ref, d); ok || err != nil {
+			return res, err
 		}
 	}
 	// Likewise for a kind sent once per object: the other reader may have taken its key since
@@ -306,13 +307,14 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 }
 
 // superseded ends d when a newer email of its kind to the same address has gone out (newest.go).
-func (w *Worker) superseded(ev *Event, ref eventRef, d *delivery) (result, bool) {
-	newer, ok := w.newest.newer(ev, ref)
-	if !ok {
-		return result{}, false
+// Its error is a store error.
+func (w *Worker) superseded(ev *Event, ref eventRef, d *delivery) (result, bool, error) {
+	newer, ok, err := w.newest.newer(ev, ref, w.store)
+	if !ok || err != nil {
+		return result{}, false, err
 	}
 	return d.end(store.Skipped, ReasonSuperseded, fmt.Sprintf("a newer %s email to the same address replaces it (event %s)",
-		ref.kind.Name, truncate(newer, 80))), true
+		ref.kind.Name, truncate(newer, 80))), true, nil
 }
 
 // workosFailure classifies a failed WorkOS call made for d.

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -185,5 +186,36 @@ func TestARefusedNewerCodeSupersedesNothing(t *testing.T) {
 	assertState(t, h, older, store.Sent, "")
 	if m := h.sentTo("ada@example.com"); len(m) != 1 || !strings.Contains(m[0].Text, olderCode) {
 		t.Errorf("ada got %d emails, want the older code", len(m))
+	}
+}
+
+// What went out is known to the next process too: after a restart, an older code does not
+// follow the newer one the previous process (its live reader) sent.
+func TestSupersededAcrossARestart(t *testing.T) {
+	h := newHarness(t)
+	older, _, _ := h.wos.AddCode("magic_auth", "ada@example.com", "user_01ADA", time.Now().Add(time.Hour))
+	newer, _, newerCode := h.wos.AddCode("magic_auth", "ada@example.com", "user_01ADA", time.Now().Add(time.Hour))
+	page, err := workosapi.New(testAPIKey, h.wosURL, 2*time.Second, nil).ListEvents(context.Background(), workosapi.ListRequest{Limit: 10})
+	if err != nil || len(page.Events) != 2 || page.Events[1].ID != newer {
+		t.Fatalf("events %+v, %v", page.Events, err)
+	}
+	e := page.Events[1]
+	// The previous process sends the newer code first, as its live reader would, and stops.
+	if !h.worker().deliverClaimed(context.Background(), Event{ID: e.ID, Type: e.Type, CreatedAt: e.CreatedAt, Data: e.Data}) {
+		t.Fatal("the newer code was not delivered")
+	}
+	h.restart()
+	h.run()
+	assertState(t, h, older, store.Skipped, "a newer magic_auth email to the same address replaces it (event "+newer+")")
+	if m := h.sentTo("ada@example.com"); len(m) != 1 || !strings.Contains(m[0].Text, newerCode) {
+		t.Errorf("ada got %d emails, want the newer code only", len(m))
+	}
+	// The store holds a keyed hash of the address, never the address.
+	raw, err := os.ReadFile(h.dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), "ada@example.com") {
+		t.Error("the store file holds the address")
 	}
 }

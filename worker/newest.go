@@ -1,6 +1,9 @@
 package worker
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +16,12 @@ import (
 // older ones later, or when a backfill meets codes whose newer replacements went out before.
 // Only a sent email supersedes: a newer one that is skipped or fails must not leave the person
 // without a code. Within one reader, emails to one address go out in the order of their events.
+//
+// What the running process learned is kept here; what went out is also kept in the store
+// (store.LatestSent), so that after a restart an older code does not follow a newer one the
+// previous process sent. Keys hold a keyed hash of the address (secret), never the address.
 type newest struct {
+	secret []byte
 	mu     sync.Mutex
 	latest map[string]eventMark
 }
@@ -36,21 +44,24 @@ func (a eventMark) after(b eventMark) bool {
 	return a.at.After(b.at) || a.at.Equal(b.at) && a.id > b.id
 }
 
-// supersedeKey is the key an event's email is superseded by, or "" when it is not.
-func supersedeKey(ref eventRef) string {
+// key is the key an event's email is superseded by, or "" when it is not: the kind and a keyed
+// hash of the address (store.Delivery.SupersedeKey).
+func (n *newest) key(ref eventRef) string {
 	if ref.kind == nil || !ref.kind.Superseded || ref.Email == "" {
 		return ""
 	}
-	return ref.kind.Name + "\x00" + strings.ToLower(ref.Email)
+	mac := hmac.New(sha256.New, n.secret)
+	mac.Write([]byte(strings.ToLower(ref.Email)))
+	return ref.kind.Name + ":" + hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
-// sent records that ev's email went out, or may have.
+// sent records that ev's email went out, or may have. (The store learns it from the record.)
 func (n *newest) sent(ev *Event, now time.Time) {
 	ref, err := ev.parsed()
 	if err != nil {
 		return
 	}
-	key := supersedeKey(ref)
+	key := n.key(ref)
 	if key == "" {
 		return
 	}
@@ -73,17 +84,23 @@ func (n *newest) sent(ev *Event, now time.Time) {
 	n.latest[key] = m
 }
 
-// newer returns the newest event sent for ev's address and kind, when it is newer than ev.
-func (n *newest) newer(ev *Event, ref eventRef) (string, bool) {
-	key := supersedeKey(ref)
+// newer returns the newest event sent for ev's address and kind, when it is newer than ev: the
+// one this process knows of, else the one the store knows of.
+func (n *newest) newer(ev *Event, ref eventRef, st Store) (string, bool, error) {
+	key := n.key(ref)
 	if key == "" {
-		return "", false
+		return "", false, nil
 	}
+	this := eventMark{id: ev.ID, at: ev.CreatedAt}
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	m, ok := n.latest[key]
-	if !ok || !m.after(eventMark{id: ev.ID, at: ev.CreatedAt}) {
-		return "", false
+	n.mu.Unlock()
+	if ok && m.after(this) {
+		return m.id, true, nil
 	}
-	return m.id, true
+	id, at, ok, err := st.LatestSent(key)
+	if err != nil || !ok || !(eventMark{id: id, at: at}).after(this) {
+		return "", false, err
+	}
+	return id, true, nil
 }

@@ -33,6 +33,10 @@ type Store interface {
 	Interrupted() ([]store.Delivery, error)
 	// OnceHolder returns the event holding a store.Delivery.OnceKey, or "".
 	OnceHolder(key string) (string, error)
+	// LatestSent returns the newest event whose email of a store.Delivery.SupersedeKey went out;
+	// AddressSecret keys the hash of the address in such a key.
+	LatestSent(key string) (eventID string, createdAt time.Time, ok bool, err error)
+	AddressSecret() []byte
 }
 
 // Sender delivers one message. Its errors carry a mailer.Class.
@@ -160,6 +164,9 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 		listDown: outage{name: "the WorkOS Events API"}, wosDown: outage{name: "WorkOS"}, sendDown: outage{name: "the mail provider"}}
 	for _, k := range opts.Kinds {
 		wk.enabled[k] = true
+	}
+	if st != nil {
+		wk.newest.secret = st.AddressSecret()
 	}
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
 	wk.types = kinds.ListedEvents(opts.Kinds)
