@@ -50,11 +50,17 @@ func markLatest(tx *bolt.Tx, d Delivery) error {
 	return b.Put(k, append(v, d.EventID...))
 }
 
+// decodeLatest reads a mark. Damage reads as none: a mark must never supersede what it should
+// not, and a time from the future would supersede every code to the address.
 func decodeLatest(v []byte) (eventID string, at time.Time, ok bool) {
 	if len(v) <= 8 || !plausibleEventID(v[8:]) {
-		return "", time.Time{}, false // none, or damage: nothing is superseded by it
+		return "", time.Time{}, false
 	}
-	return string(v[8:]), time.UnixMilli(int64(binary.BigEndian.Uint64(v[:8]))).UTC(), true
+	at = time.UnixMilli(int64(binary.BigEndian.Uint64(v[:8]))).UTC()
+	if at.Before(earliestTime) || at.After(time.Now().Add(maxClockAhead)) {
+		return "", time.Time{}, false
+	}
+	return string(v[8:]), at, true
 }
 
 // LatestSent returns the newest event whose email of key went out, or may have; ok is false
