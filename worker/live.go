@@ -122,7 +122,7 @@ func (w *Worker) readLive(ctx context.Context, since time.Time) {
 			}
 			failures++
 			// The main reader's own list fails alike and says so in the log.
-			if !w.wait(ctx, w.backoff(failures, retryAfterOf(err))) {
+			if !sleepCtx(ctx, w.backoff(failures, retryAfterOf(err))) {
 				return
 			}
 			continue
@@ -137,9 +137,23 @@ func (w *Worker) readLive(ctx context.Context, since time.Time) {
 			w.deliverLive(ctx, events)
 			w.backlog.liveListed(events[len(events)-1].CreatedAt)
 		}
-		if len(page.Events) < w.opts.PageSize && !w.wait(ctx, w.opts.PollInterval) {
+		if len(page.Events) < w.opts.PageSize && !sleepCtx(ctx, w.opts.PollInterval) {
 			return
 		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends and reports whether the full wait happened. Unlike
+// Worker.wait it does not beat the heartbeat: the live reader idling must not keep a stuck main
+// reader looking alive to the watchdog.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
