@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"go.uber.org/zap"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
@@ -286,5 +287,23 @@ func TestCredentialFailurePausesSending(t *testing.T) {
 	}
 	if n := h.countLogs("error", "sending is paused: AWS credentials cannot be resolved"); n != 1 {
 		t.Errorf("%d error lines that sending is paused, want 1", n)
+	}
+}
+
+// A try that began before an outage ended and fails after it is that outage's straggler: it
+// starts no new outage (and no second pair of log lines).
+func TestAStragglerStartsNoNewOutage(t *testing.T) {
+	o := outage{name: "WorkOS"}
+	log := zap.NewNop()
+	before := time.Now()
+	if !o.failed("503", before) {
+		t.Fatal("the first failure did not start the outage")
+	}
+	o.recovered(log)
+	if o.failed("503", before) {
+		t.Error("a try begun before the recovery started a new outage")
+	}
+	if !o.failed("503", time.Now()) {
+		t.Error("a try begun after the recovery did not start a new outage")
 	}
 }

@@ -264,7 +264,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 				var apiErr *workosapi.APIError
 				switch {
 				case errors.As(err, &apiErr) && apiErr.Unavailable():
-					w.listDown.logFailure(w.log, workosLevel(apiErr), "listing WorkOS events failed", err.Error(),
+					w.listDown.logFailure(w.log, workosLevel(apiErr), listed, "listing WorkOS events failed", err.Error(),
 						zap.Int("failures", failures), zap.Duration("retry_in", delay))
 				case after != "" && errors.As(err, &apiErr) && apiErr.Status >= 400 && apiErr.Status < 500 && !apiErr.Retryable():
 					// Never jump ahead on our own: events between the cursor and now would be lost.
@@ -387,6 +387,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 		}
 		w.beat()
 		var res result
+		tryStart := time.Now()
 		if d.exhausted(w.opts.MaxAttempts) {
 			res = d.gaveUp()
 		} else if res, err = w.attempt(ctx, &ev, d, log); err != nil {
@@ -403,7 +404,7 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 		if err := w.store.Save(d.rec, "", now); err != nil {
 			return nil, err
 		}
-		if !w.wait(ctx, w.waitAfter(res, d, log)) {
+		if !w.wait(ctx, w.waitAfter(res, d, tryStart, log)) {
 			return nil, errStopped
 		}
 	}
@@ -411,11 +412,11 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 
 // waitAfter logs a try that did not end the delivery and says how long to wait for the next:
 // the backoff after a retry, a fixed wait while sending is paused.
-func (w *Worker) waitAfter(res result, d *delivery, log *zap.Logger) time.Duration {
+func (w *Worker) waitAfter(res result, d *delivery, tryStart time.Time, log *zap.Logger) time.Duration {
 	if res.outcome == paused {
 		w.paused.Store(true)
 		delay := jitter(w.opts.PausedRetry)
-		w.sendDown.logFailure(log, zapcore.ErrorLevel, "sending is paused: "+w.PauseReason()+"; fix it, then sending resumes by itself",
+		w.sendDown.logFailure(log, zapcore.ErrorLevel, tryStart, "sending is paused: "+w.PauseReason()+"; fix it, then sending resumes by itself",
 			res.reason, zap.Duration("retry_in", delay))
 		return delay
 	}
@@ -429,7 +430,7 @@ func (w *Worker) waitAfter(res result, d *delivery, log *zap.Logger) time.Durati
 	if res.alert {
 		lvl = zapcore.ErrorLevel
 	}
-	res.down.logFailure(log, lvl, res.down.name+" is unavailable", res.reason, fields...)
+	res.down.logFailure(log, lvl, tryStart, res.down.name+" is unavailable", res.reason, fields...)
 	return delay
 }
 
