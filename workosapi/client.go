@@ -13,6 +13,7 @@ import (
 	"github.com/buger/jsonparser"
 	"github.com/workos/workos-go/v4/pkg/events"
 	"github.com/workos/workos-go/v4/pkg/organizations"
+	"github.com/workos/workos-go/v4/pkg/passwordless"
 	"github.com/workos/workos-go/v4/pkg/usermanagement"
 	"github.com/workos/workos-go/v4/pkg/workos_errors"
 )
@@ -25,6 +26,7 @@ type Client struct {
 	events *events.Client
 	um     *usermanagement.Client
 	orgs   *organizations.Client
+	pwl    *passwordless.Client
 	// names caches organization and inviter names and users' locales, which every
 	// invitation or code shows: a batch to one organization or user would otherwise read the
 	// same objects for each, against WorkOS's user-management read limit (1,000 per 10 s).
@@ -55,6 +57,7 @@ func New(apiKey, baseURL string, timeout time.Duration, budget *Budget) *Client 
 		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: &http.Client{Timeout: timeout, Transport: oldestFirst{hc.Transport}}},
 		um:     um,
 		orgs:   &organizations.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
+		pwl:    &passwordless.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
 		names:  newNameCache(nameTTL, time.Now),
 
 		keyRejected: keyRejected,
@@ -262,4 +265,33 @@ func (c *Client) User(ctx context.Context, id string) (Person, error) {
 
 func person(u usermanagement.User, locale string) Person {
 	return Person{Name: strings.TrimSpace(u.FirstName + " " + u.LastName), Email: u.Email, Metadata: u.Metadata, Locale: locale}
+}
+
+// MagicLink is a Passwordless Session of type MagicLink: Link signs the user in once, until
+// ExpiresAt (15 minutes). The link is a secret.
+type MagicLink struct {
+	ID, Email, Link string
+	ExpiresAt       time.Time
+}
+
+// CreateMagicLink creates a Passwordless Session for email (the legacy Magic Link API; WorkOS
+// emits no event for it). redirectURI and state are optional. A POST: a call without an answer
+// may still have created a session, which then goes unused.
+func (c *Client) CreateMagicLink(ctx context.Context, email, redirectURI, state string) (MagicLink, error) {
+	sess, err := call(ctx, c.budget, "create passwordless session", func(ctx context.Context) (passwordless.PasswordlessSession, error) {
+		return c.pwl.CreateSession(ctx, passwordless.CreateSessionOpts{Email: email, Type: passwordless.MagicLink,
+			RedirectURI: redirectURI, State: state})
+	})
+	if err != nil {
+		return MagicLink{}, err
+	}
+	if sess.ID == "" || sess.Link == "" {
+		return MagicLink{}, &APIError{Status: http.StatusBadGateway, Err: errors.New("WorkOS create passwordless session: the answer has no id or link (unreadable)")}
+	}
+	expires, err := time.Parse(time.RFC3339Nano, sess.ExpiresAt)
+	if err != nil {
+		return MagicLink{}, &APIError{Status: http.StatusBadGateway,
+			Err: fmt.Errorf("WorkOS passwordless session %s has no valid expires_at (%q)", sess.ID, truncate(sess.ExpiresAt, 40))}
+	}
+	return MagicLink{ID: sess.ID, Email: sess.Email, Link: sess.Link, ExpiresAt: expires}, nil
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 )
 
 // The public Get examples of WorkOS's OpenAPI spec, served as WorkOS would, read through the
@@ -185,5 +187,31 @@ func TestASharedReadOutlivesItsFirstCaller(t *testing.T) {
 	}
 	if len(arrived) != 0 {
 		t.Errorf("%d more reads, want the one shared", len(arrived))
+	}
+}
+
+// A Magic Link is a Passwordless Session created through workos-go, in its wire shape, against
+// the fake WorkOS; what WorkOS refuses is a definite answer.
+func TestCreateMagicLink(t *testing.T) {
+	f := fakeworkos.New("sk_test")
+	base := f.Start()
+	defer f.Close()
+	c := New("sk_test", base, time.Second, nil)
+	ml, err := c.CreateMagicLink(context.Background(), "ada@example.com", "https://app.example.com/callback", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sessions := f.Sessions()
+	if len(sessions) != 1 || ml.ID != sessions[0].ID || ml.Link != sessions[0].Link || ml.Email != "ada@example.com" ||
+		sessions[0].RedirectURI != "https://app.example.com/callback" || sessions[0].State != "s1" ||
+		ml.ExpiresAt.Sub(time.Now()) < 14*time.Minute {
+		t.Errorf("magic link %+v, sessions %+v", ml, sessions)
+	}
+	var apiErr *APIError
+	if _, err := c.CreateMagicLink(context.Background(), "not-an-address", "", ""); !errors.As(err, &apiErr) || apiErr.Status != 422 || apiErr.Retryable() {
+		t.Errorf("a refused session: %v, want a 422 that is not retried", err)
+	}
+	if _, err := New("sk_wrong", base, time.Second, nil).CreateMagicLink(context.Background(), "ada@example.com", "", ""); !errors.As(err, &apiErr) || !apiErr.KeyRejected() {
+		t.Errorf("a wrong key: %v, want it rejected", err)
 	}
 }

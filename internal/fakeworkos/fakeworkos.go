@@ -32,6 +32,7 @@ type Server struct {
 	// Update forgets an object's entry.
 	encoded  map[string][]byte
 	requests map[string]int
+	sessions []Session
 	httpSrv  *httptest.Server
 }
 
@@ -328,6 +329,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusUnauthorized, "", "Unauthorized")
 		return
 	}
+	if r.Method == http.MethodPost && r.URL.Path == "/passwordless/sessions" {
+		s.createSession(w, r)
+		return
+	}
 	if r.Method != http.MethodGet {
 		WriteError(w, http.StatusMethodNotAllowed, "", "Method not allowed")
 		return
@@ -352,6 +357,50 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	WriteError(w, http.StatusNotFound, "", "Not found")
+}
+
+// Session is a Passwordless Session the fake created (Magic Link), secrets included.
+type Session struct {
+	ID, Email, RedirectURI, State, Link string
+	ExpiresAt                           time.Time
+}
+
+// Sessions returns the Passwordless Sessions created so far, oldest first.
+func (s *Server) Sessions() []Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Session(nil), s.sessions...)
+}
+
+// createSession is POST /passwordless/sessions in workos-go's wire shape: a Magic Link valid for
+// 15 minutes.
+func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Email       string `json:"email"`
+		Type        string `json:"type"`
+		RedirectURI string `json:"redirect_uri"`
+		State       string `json:"state"`
+		ExpiresIn   int    `json:"expires_in"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		WriteError(w, http.StatusBadRequest, "invalid_request", "The request body is not JSON.")
+		return
+	}
+	if req.Email == "" || !strings.Contains(req.Email, "@") || req.Type != "MagicLink" {
+		WriteError(w, http.StatusUnprocessableEntity, "invalid_request_parameters", "email and type MagicLink are required.")
+		return
+	}
+	s.mu.Lock()
+	now := s.Now()
+	sess := Session{ID: s.id("passwordless_session"), Email: req.Email, RedirectURI: req.RedirectURI, State: req.State,
+		ExpiresAt: now.Add(15 * time.Minute)}
+	sess.Link = "https://auth.workos.com/passwordless/tok" + strings.ToUpper(sess.ID[len(sess.ID)-12:]) + "mlk/confirm"
+	s.sessions = append(s.sessions, sess)
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	_ = json.NewEncoder(w).Encode(map[string]any{"object": "passwordless_session", "id": sess.ID, "email": sess.Email,
+		"expires_at": ts(sess.ExpiresAt), "link": sess.Link})
 }
 
 func (s *Server) get(w http.ResponseWriter, object, id string) {

@@ -14,7 +14,7 @@ var _ workosapi.RequestObserver = (*Metrics)(nil)
 // workosEndpoints are the endpoint labels of WorkOS requests: the list, the organization
 // names, and a Get per object type.
 var workosEndpoints = sync.OnceValue(func() []string {
-	out := []string{"list_events", "get_organization"}
+	out := []string{"list_events", "get_organization", "create_passwordless_session"}
 	for object := range workosapi.Objects {
 		out = append(out, "get_"+object)
 	}
