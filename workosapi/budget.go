@@ -147,9 +147,9 @@ func (b *Budget) Wait(ctx context.Context) error {
 	return b.lim.Wait(ctx)
 }
 
-// answered records how a request to endpoint ended: status is the HTTP status, 0 when no
-// answer came. retryAfter is the answer's Retry-After, if any.
-func (b *Budget) answered(endpoint string, status int, retryAfter time.Duration) {
+// answered records how a request to endpoint, sent at sent, ended: status is the HTTP status, 0
+// when no answer came. retryAfter is the answer's Retry-After, if any.
+func (b *Budget) answered(endpoint string, sent time.Time, status int, retryAfter time.Duration) {
 	if b == nil {
 		return
 	}
@@ -184,6 +184,8 @@ func (b *Budget) answered(endpoint string, status int, retryAfter time.Duration)
 			b.pause(now, backoff(250*time.Millisecond, b.failures-failuresBeforePause+1))
 			b.lower(now)
 		}
+	case sent.Before(b.troubleAt):
+		// An answer to a request sent before the trouble says nothing about it being over.
 	default:
 		b.throttles, b.failures = 0, 0
 	}
@@ -262,6 +264,14 @@ func backoff(base time.Duration, step int) time.Duration {
 		d = min(base<<max(step-1, 0), maxPause)
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// clock is the budget's time (nil: the wall clock).
+func (b *Budget) clock() time.Time {
+	if b == nil {
+		return time.Now()
+	}
+	return b.now()
 }
 
 // BudgetStatus is what status and metrics show of the budget.

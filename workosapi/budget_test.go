@@ -153,21 +153,21 @@ func TestBudgetLowersAndRecovers(t *testing.T) {
 		}
 	}
 	for range 5 { // the calls in flight when the limit hit
-		b.answered("get_magic_auth", http.StatusTooManyRequests, 2*time.Second)
+		b.answered("get_magic_auth", now, http.StatusTooManyRequests, 2*time.Second)
 	}
 	rateIs(25)
 	if st := b.Status(); !st.PausedUntil.Equal(now.Add(2*time.Second)) || st.Throttled != 5 {
 		t.Errorf("paused until %v (throttled %d), want +2s", st.PausedUntil, st.Throttled)
 	}
 	step(1500 * time.Millisecond)
-	b.answered("get_magic_auth", http.StatusTooManyRequests, 0) // no Retry-After: a backoff
+	b.answered("get_magic_auth", now, http.StatusTooManyRequests, 0) // no Retry-After: a backoff
 	rateIs(12.5)
 	if p := b.Status().PausedUntil.Sub(now); p < 500*time.Millisecond || p > 2*time.Second {
 		t.Errorf("paused for %v without a Retry-After, want a jittered second or so", p)
 	}
 	for range 10 {
 		step(1500 * time.Millisecond)
-		b.answered("get_magic_auth", http.StatusTooManyRequests, time.Second)
+		b.answered("get_magic_auth", now, http.StatusTooManyRequests, time.Second)
 	}
 	rateIs(1) // the floor
 	step(9 * time.Second)
@@ -195,25 +195,31 @@ func TestBudgetPausesOnARunOfFailures(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	b := NewBudget(BudgetOptions{PerSecond: 50})
 	b.now = func() time.Time { return now }
-	b.answered("get_user", http.StatusInternalServerError, 0)
+	b.answered("get_user", now, http.StatusInternalServerError, 0)
 	if st := b.Status(); !st.PausedUntil.IsZero() || st.Rate != 50 {
 		t.Errorf("one 500: %+v, want no pause", st)
 	}
-	b.answered("get_user", 0, 0)
+	b.answered("get_user", now, 0, 0)
 	if st := b.Status(); st.PausedUntil.IsZero() || st.Rate != 25 || st.Limited {
 		t.Errorf("a 500 and no answer: %+v, want a pause and the rate lowered", st)
 	}
 	first := b.Status().PausedUntil.Sub(now)
 	for range 6 {
 		now = now.Add(2 * time.Second)
-		b.answered("get_user", http.StatusBadGateway, 0)
+		b.answered("get_user", now, http.StatusBadGateway, 0)
 	}
 	if p := b.Status().PausedUntil.Sub(now); p <= first {
 		t.Errorf("the pause did not grow: %v after %v", p, first)
 	}
-	b.answered("get_user", http.StatusOK, 0)
+	// A good answer to a request sent before the trouble does not end the run.
+	b.answered("get_user", now.Add(-time.Second), http.StatusOK, 0)
+	b.answered("get_user", now, http.StatusInternalServerError, 0)
+	if b.failures < failuresBeforePause {
+		t.Errorf("a late answer to an earlier request ended the run of failures (%d)", b.failures)
+	}
+	b.answered("get_user", now, http.StatusOK, 0)
 	now = now.Add(maxPause)
-	b.answered("get_user", http.StatusInternalServerError, 0)
+	b.answered("get_user", now, http.StatusInternalServerError, 0)
 	if st := b.Status(); !st.PausedUntil.IsZero() {
 		t.Errorf("a 500 after a good answer paused: %+v", st)
 	}
@@ -224,7 +230,7 @@ func TestNoBudgetIsUnlimited(t *testing.T) {
 	if err := b.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	b.answered("list_events", http.StatusTooManyRequests, time.Hour)
+	b.answered("list_events", time.Now(), http.StatusTooManyRequests, time.Hour)
 	if st := b.Status(); !st.Unlimited {
 		t.Errorf("nil budget: %+v", st)
 	}

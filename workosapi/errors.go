@@ -63,14 +63,15 @@ func callWith[T any](ctx context.Context, b *Budget, hint *answerHint, what stri
 		return zero, &APIError{Err: fmt.Errorf("WorkOS %s: stopped while waiting for the request budget: %w", what, err)}
 	}
 	endpoint := strings.ReplaceAll(what, " ", "_")
+	sent := b.clock()
 	v, err := fn(context.WithValue(ctx, answerHintKey{}, hint))
 	if err == nil {
-		b.answered(endpoint, http.StatusOK, 0)
+		b.answered(endpoint, sent, http.StatusOK, 0)
 		return v, nil
 	}
 	apiErr := classify(err, what, hint)
 	if ctx.Err() == nil { // a request cut short by shutdown says nothing about WorkOS
-		b.answered(endpoint, apiErr.Status, apiErr.RetryAfter)
+		b.answered(endpoint, sent, apiErr.Status, apiErr.RetryAfter)
 	}
 	return v, apiErr
 }
