@@ -85,26 +85,34 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 			", as the event shows; not read from WorkOS"), true, nil
 	}
 	d.rec.SupersedeKey = w.newest.key(ref)
-	if res, ok, err := w.superseded(ev, ref, d); ok || err != nil {
+	if res, ok, err := w.superseded(ev, d); ok || err != nil {
 		return ref, res, true, err
 	}
 	key := k.OnceKey(ref.ObjectID)
 	if key == "" {
 		return ref, res, false, nil
 	}
+	if res, ok, err := w.onceTaken(k, key, d); ok || err != nil {
+		return ref, res, true, err
+	}
+	d.rec.OnceKey = key
+	return ref, res, false, nil
+}
+
+// onceTaken ends d when another event holds the once-key key. Its error is a store error.
+func (w *Worker) onceTaken(k *kinds.Kind, key string, d *delivery) (result, bool, error) {
 	holder, err := w.store.OnceHolder(key)
 	if err != nil {
-		return ref, res, true, err
+		return result{}, false, err
 	}
 	// A delivery that took the key carries it in its record (a retry, a resume after a
 	// restart). One without it is new: if the key names its own event, that event was sent
 	// before its record was pruned.
-	if holder != "" && (holder != d.rec.EventID || d.rec.OnceKey == "") {
-		return ref, d.end(store.Skipped, ReasonAlreadySent, fmt.Sprintf("the %s email went out already for %s (event %s)",
-			k.Name, ref.ObjectID, truncate(holder, 80))), true, nil
+	if holder == "" || holder == d.rec.EventID && d.rec.OnceKey != "" {
+		return result{}, false, nil
 	}
-	d.rec.OnceKey = key
-	return ref, res, false, nil
+	return d.end(store.Skipped, ReasonAlreadySent, fmt.Sprintf("the %s email went out already for %s (event %s)",
+		k.Name, d.rec.ObjectID, truncate(holder, 80))), true, nil
 }
 
 // eligible checks the object WorkOS returned against the event and the kind, and returns the
@@ -214,38 +222,32 @@ func (w *Worker) userLocales(ctx context.Context, obj workosapi.Object, d *deliv
 
 // send paces, records `sending`, sends and classifies the answer.
 func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosapi.Object, d *delivery, m mailer.Message, log *zap.Logger) (result, error) {
+	// Shutting down: start no new send; the event is delivered after the restart.
+	stopped := result{outcome: retry, reason: "stopped before sending", unavailable: true}
 	if ctx.Err() != nil {
-		// Shutting down: start no new send; the event is delivered after the restart.
-		return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+		return stopped, nil
 	}
-	// One email of a superseded kind to one address at a time, and never one older than an
-	// email already sent: the live reader may have sent a newer code while this one was read.
-	ref, _ := ev.parsed()
+	// Screen's checks of what another delivery may have sent since, again, each under a claim
+	// on its key held through the send: the live reader may have sent a newer code to the
+	// address, or taken the once-key (with its `sending` record), while this one was read.
 	if key := d.rec.SupersedeKey; key != "" {
 		release, ok := w.claims.acquire(ctx, "newest:"+key)
 		if !ok {
-			return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+			return stopped, nil
 		}
 		defer release()
-		if res, ok, err := w.superseded(ev, ref, d); ok || err != nil {
+		if res, ok, err := w.superseded(ev, d); ok || err != nil {
 			return res, err
 		}
 	}
-	// Likewise for a kind sent once per object: the other reader may have taken its key since
-	// screen looked (the key is taken with the `sending` record).
 	if key := d.rec.OnceKey; key != "" {
 		release, ok := w.claims.acquire(ctx, "once:"+key)
 		if !ok {
-			return result{outcome: retry, reason: "stopped before sending", unavailable: true}, nil
+			return stopped, nil
 		}
 		defer release()
-		holder, err := w.store.OnceHolder(key)
-		if err != nil {
-			return result{}, err
-		}
-		if holder != "" && holder != d.rec.EventID {
-			return d.end(store.Skipped, ReasonAlreadySent, fmt.Sprintf("the %s email went out already for %s (event %s)",
-				k.Name, d.rec.ObjectID, truncate(holder, 80))), nil
+		if res, ok, err := w.onceTaken(k, key, d); ok || err != nil {
+			return res, err
 		}
 	}
 	// Rate limit (sendlimit.go): wait for a permit before `sending` is recorded.
@@ -275,7 +277,7 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	if err == nil || mailer.ClassOf(err) == mailer.Ambiguous {
 		// It went out, or may have: an older one must not follow it. A send that definitely
 		// failed replaces nothing, so the person is not left without a code.
-		w.newest.sent(ev, w.opts.Now())
+		w.newest.sent(d.rec.SupersedeKey, ev)
 	}
 	if err == nil {
 		w.obs.EventLag(k.Name, w.opts.Now().Sub(ev.CreatedAt))
@@ -308,13 +310,13 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 
 // superseded ends d when a newer email of its kind to the same address has gone out (newest.go).
 // Its error is a store error.
-func (w *Worker) superseded(ev *Event, ref eventRef, d *delivery) (result, bool, error) {
-	newer, ok, err := w.newest.newer(ev, ref, w.store)
+func (w *Worker) superseded(ev *Event, d *delivery) (result, bool, error) {
+	newer, ok, err := w.newest.newer(d.rec.SupersedeKey, ev, w.store)
 	if !ok || err != nil {
 		return result{}, false, err
 	}
 	return d.end(store.Skipped, ReasonSuperseded, fmt.Sprintf("a newer %s email to the same address replaces it (event %s)",
-		ref.kind.Name, truncate(newer, 80))), true, nil
+		d.rec.Kind, truncate(newer, 80))), true, nil
 }
 
 // workosFailure classifies a failed WorkOS call made for d.

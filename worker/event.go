@@ -139,6 +139,15 @@ func retryEvent(kind, objectID string) (eventType string, data json.RawMessage) 
 	return t.Event, data
 }
 
+// recipientKey is the queue of the emails to the address an event names, "" when it names none:
+// they go out one at a time, in the order of their events.
+func recipientKey(ref eventRef) string {
+	if ref.Email == "" {
+		return ""
+	}
+	return "to:" + strings.ToLower(ref.Email)
+}
+
 // orderKeys are the queues an event waits in: its id's, its recipient's, and for a kind sent
 // once per object its once-key's, so two welcomes of one user never run at once (the second
 // sees the first's claim).
@@ -148,8 +157,8 @@ func orderKeys(ev *Event) []string {
 	if err != nil || ref.kind == nil {
 		return keys
 	}
-	if ref.Email != "" {
-		keys = append(keys, "to:"+strings.ToLower(ref.Email))
+	if to := recipientKey(ref); to != "" {
+		keys = append(keys, to)
 	}
 	if key := ref.kind.OnceKey(ref.ObjectID); key != "" {
 		keys = append(keys, "once:"+key)

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -163,9 +162,10 @@ func (w *Worker) deliverLive(ctx context.Context, events []Event) {
 	var order []string
 	groups := map[string][]Event{}
 	for _, ev := range events {
-		key := "id:" + ev.ID
-		if ref, err := ev.parsed(); err == nil && ref.Email != "" {
-			key = "to:" + strings.ToLower(ref.Email)
+		ref, _ := ev.parsed()
+		key := recipientKey(ref)
+		if key == "" {
+			key = "id:" + ev.ID
 		}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)

@@ -31,12 +31,9 @@ type eventMark struct {
 	at time.Time
 }
 
-// newestCap bounds the map; past it, marks of events older than newestKeep go: a code that old
-// has expired, so nothing it could supersede would be sent anyway.
-const (
-	newestCap  = 10000
-	newestKeep = 48 * time.Hour
-)
+// newestCap bounds the map. Past it the map starts over: only the marks of sends whose final
+// records are still on their way to disk are not in the store too, and those are few.
+const newestCap = 10000
 
 // after reports whether mark a comes after b in the stream: created later, or at the same time
 // with a greater id (WorkOS event ids sort by time).
@@ -55,39 +52,28 @@ func (n *newest) key(ref eventRef) string {
 	return ref.kind.Name + ":" + hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
-// sent records that ev's email went out, or may have. (The store learns it from the record.)
-func (n *newest) sent(ev *Event, now time.Time) {
-	ref, err := ev.parsed()
-	if err != nil {
-		return
-	}
-	key := n.key(ref)
+// sent records that ev's email of supersede key key ("": none) went out, or may have. The store
+// learns it from the final record; this covers the time until that record is durable.
+func (n *newest) sent(key string, ev *Event) {
 	if key == "" {
 		return
 	}
 	m := eventMark{id: ev.ID, at: ev.CreatedAt}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.latest == nil {
-		n.latest = map[string]eventMark{}
-	}
 	if old, ok := n.latest[key]; ok && !m.after(old) {
 		return
 	}
-	if len(n.latest) >= newestCap {
-		for k, old := range n.latest {
-			if now.Sub(old.at) > newestKeep {
-				delete(n.latest, k)
-			}
-		}
+	if n.latest == nil || len(n.latest) >= newestCap {
+		// What is older than the writes in flight is in the store already.
+		n.latest = map[string]eventMark{}
 	}
 	n.latest[key] = m
 }
 
-// newer returns the newest event sent for ev's address and kind, when it is newer than ev: the
-// one this process knows of, else the one the store knows of.
-func (n *newest) newer(ev *Event, ref eventRef, st Store) (string, bool, error) {
-	key := n.key(ref)
+// newer returns the newest event sent of supersede key key, when it is newer than ev: the one
+// this process knows of, else the one the store knows of.
+func (n *newest) newer(key string, ev *Event, st Store) (string, bool, error) {
 	if key == "" {
 		return "", false, nil
 	}

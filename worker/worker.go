@@ -366,9 +366,6 @@ func (w *Worker) deliver(ctx context.Context, ev Event) (*store.Delivery, error)
 	if err != nil {
 		return nil, err
 	}
-	if found && (rec.State == store.Sent || rec.State == store.Ambiguous || rec.State == store.Sending || rec.MaybeDuplicate) {
-		w.newest.sent(&ev, w.opts.Now()) // it went out, or may have: an older one must not follow it
-	}
 	if found && rec.State.Final() {
 		return nil, nil
 	}
