@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -375,6 +377,34 @@ func TestSampleConfigIsValid(t *testing.T) {
 	if cfg.Delivery != defaults.Delivery || cfg.WorkOS.PageSize != defaults.WorkOS.PageSize ||
 		cfg.WorkOS.PollInterval != defaults.WorkOS.PollInterval {
 		t.Errorf("the sample's delivery %+v and polling differ from the defaults %+v", cfg.Delivery, defaults.Delivery)
+	}
+	if cfg.WorkOS.MaxRequestsPerSecond != defaults.WorkOS.MaxRequestsPerSecond || cfg.WorkOS.MaxRequestsPerSecond != 50 ||
+		!slices.Equal(cfg.Events.Enabled, defaults.Events.Enabled) || cfg.Templates.DefaultLocale != defaults.Templates.DefaultLocale {
+		t.Errorf("the sample's budget %v, kinds %v and default locale %q differ from the defaults %v, %v, %q",
+			cfg.WorkOS.MaxRequestsPerSecond, cfg.Events.Enabled, cfg.Templates.DefaultLocale,
+			defaults.WorkOS.MaxRequestsPerSecond, defaults.Events.Enabled, defaults.Templates.DefaultLocale)
+	}
+}
+
+// templates.default_locale takes a regional variant, as README and config.yaml say; every kind,
+// radar_challenge included, can be enabled.
+func TestConfigTakesRegionalDefaultLocaleAndEveryKind(t *testing.T) {
+	isolate(t)
+	cfgPath := writeConfig(t, "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: de-DE\nevents:\n  enabled: ["+
+		strings.Join(kinds.Names(), ", ")+"]\n")
+	cfg, err := loadConfig(cfgPath, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := cfg.loadTemplates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tm.LocaleFor(""); got != "de" {
+		t.Errorf("default_locale de-DE writes in %q, want de", got)
+	}
+	if !slices.Equal(cfg.Events.Enabled, kinds.Names()) {
+		t.Errorf("events.enabled %v, want every kind", cfg.Events.Enabled)
 	}
 }
 
