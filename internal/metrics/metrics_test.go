@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -79,6 +81,29 @@ func TestLabelsStayInFixedSets(t *testing.T) {
 	if got := testutil.ToFloat64(m.workosRequests.WithLabelValues("other", "other")); got != 1 {
 		t.Errorf("an unknown endpoint and result counted as %v under other", got)
 	}
+}
+
+// The backlog, the live reader and the WorkOS budget are read at scrape time.
+func TestBacklogAndBudgetGauges(t *testing.T) {
+	m := New(Options{})
+	m.WatchWorker(&fakeWorker{})
+	b := workosapi.NewBudget(workosapi.BudgetOptions{PerSecond: 40})
+	m.WatchBudget(b)
+	body := scrape(t, m)
+	for _, want := range []string{"workos_emailer_backlog_seconds 3600", "workos_emailer_live_reader_running 1",
+		"workos_emailer_live_reader_lag_seconds 1", "workos_emailer_workos_request_budget 40",
+		"workos_emailer_workos_request_budget_max 40", "workos_emailer_workos_paused 0", "workos_emailer_workos_paused_seconds_total 0"} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 func TestOptionalGaugesAppearOnceKnown(t *testing.T) {
