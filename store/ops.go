@@ -316,6 +316,9 @@ func whyNotRetryable(d Delivery) string {
 	switch {
 	case d.State != Dead && d.State != Ambiguous:
 		return fmt.Sprintf("it is %s; only dead or ambiguous deliveries can be retried", d.State)
+	case IsRequest(d.EventID):
+		return "an email the app requested through the send API: what it needs was deleted when it ended, " +
+			"so the app must send the request again"
 	case d.ObjectID == "":
 		return "the record has no WorkOS object id (it was recorded by an older version, or the event " +
 			"named none), so it cannot be fetched again without the event"
@@ -558,6 +561,11 @@ func (s *Store) PruneWith(olderThan time.Time, batch int, keepGoing func(pruned 
 			// The marks of the newest codes sent, by the same age (store/latest.go).
 			if err := s.update(func(tx *bolt.Tx) error { return pruneLatest(tx, olderThan) }); err != nil {
 				return total, fmt.Errorf("prune the marks of codes sent: %w", err)
+			}
+			// Idempotency keys by their own age: they outlive no promise, and the records they
+			// point to may be kept for longer.
+			if err := s.update(func(tx *bolt.Tx) error { return pruneIdempotency(tx, time.Now()) }); err != nil {
+				return total, fmt.Errorf("prune idempotency keys: %w", err)
 			}
 		}
 		if done || keepGoing != nil && !keepGoing(total) {

@@ -209,7 +209,7 @@ func Open(path string, opts Options) (s *Store, err error) {
 		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
 			return nil // another program's file: checkSchema names the problem, nothing is written
 		}
-		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce, bucketLatest} {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce, bucketLatest, bucketRequests, bucketIdempotency} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -639,6 +639,9 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 		return err
 	}
 	if err := markLatest(tx, d); err != nil {
+		return err
+	}
+	if err := dropRequestContent(tx, d); err != nil {
 		return err
 	}
 	if d.State.Final() {
