@@ -23,6 +23,9 @@ type Kind struct {
 	Optional bool
 	// Triggers are the events that cause the email.
 	Triggers []Trigger
+	// OnRequest kinds have no triggers: the app asks for them through the send API (WorkOS
+	// emits no event for them), and the daemon creates their object itself.
+	OnRequest bool
 	// Object is the WorkOS object the email is built from (a key of workosapi.Objects).
 	Object string
 	// Carries is the secret or link the email is for.
@@ -116,7 +119,12 @@ const (
 	Welcome           = "welcome"
 	PasswordChanged   = "password_changed"
 	RadarChallenge    = "radar_challenge"
+	MagicLink         = "magic_link"
 )
+
+// RequestMaxAge: an email the app requested is not sent once this long has passed since the
+// request (a daemon down that long): the person has stopped waiting for their sign-in link.
+const RequestMaxAge = 15 * time.Minute
 
 // noticeMaxAge: a notice for an older event is not sent. A welcome days late, after an outage
 // or a backfill that reached back a month, would puzzle more than please, and a late
@@ -189,6 +197,12 @@ var All = []Kind{
 		Object: "radar_challenge", Carries: Code, Expires: true, MatchEventEmail: true, Superseded: true,
 		Samples: []Sample{{Code: "482913", ExpiresIn: 10 * time.Minute}},
 	},
+	{
+		Name: MagicLink, Title: "Magic Link", Optional: true, OnRequest: true,
+		// The legacy Passwordless Sessions API: the send API creates the session and its link.
+		Object: "passwordless_session", Carries: Link, Expires: true, MaxAge: RequestMaxAge,
+		Samples: []Sample{{Link: "https://auth.workos.com/passwordless/4TeRexuejWCKs9rrFOIuLRYEr/confirm", ExpiresIn: 15 * time.Minute}},
+	},
 }
 
 // byName and byEvent index All.
@@ -258,6 +272,17 @@ func ListedEvents(enabled []string) []string {
 	}
 	slices.Sort(types)
 	return types
+}
+
+// OnRequest lists the kinds the send API sends, in table order.
+func OnRequest() []string {
+	var names []string
+	for _, k := range All {
+		if k.OnRequest {
+			names = append(names, k.Name)
+		}
+	}
+	return names
 }
 
 // OnceKey is the once-key of the email of kind k for the object, or "".

@@ -26,6 +26,9 @@ import (
 // attempt makes one try. It sets the record's final state for final outcomes, and writes the
 // sending record durably before the send. Its error is a store error.
 func (w *Worker) attempt(ctx context.Context, ev *Event, d *delivery, log *zap.Logger) (result, error) {
+	if ev.request != nil {
+		return w.attemptRequest(ctx, ev, d, log)
+	}
 	now := w.opts.Now()
 	ref, res, done, err := w.screen(ev, d, now)
 	if done || err != nil {
@@ -75,7 +78,7 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 	}
 	d.rec.ObjectID = ref.ObjectID // an id, not a secret: lets an operator's retry fetch it again
 	switch {
-	case k.MaxAge > 0 && age > k.MaxAge:
+	case tooLate(k, age):
 		return ref, d.end(store.Skipped, ReasonTooOld, fmt.Sprintf("a %s email more than %s after the event is not sent", k.Name, k.MaxAge)), true, nil
 	case ref.Unmet != "":
 		return ref, d.end(store.Skipped, orDefault(ref.trigger.SkipCode, ReasonNotApplicable), ref.Unmet), true, nil
@@ -140,6 +143,11 @@ func eligible(k *kinds.Kind, ref eventRef, obj workosapi.Object, d *delivery, no
 		return "", d.end(store.Dead, ReasonInvalidRecipient, "invalid recipient: "+err.Error()), false
 	}
 	return to, res, true
+}
+
+// tooLate is the one rule for an email that would arrive too long after what caused it.
+func tooLate(k *kinds.Kind, age time.Duration) bool {
+	return k.MaxAge > 0 && age > k.MaxAge
 }
 
 // expired is the one rule for a code or link that may no longer be sent: its expiry has come.

@@ -21,6 +21,9 @@ type Event struct {
 	// ref caches what parsed() read of Data: the dispatcher reads the recipient, the delivery
 	// the rest.
 	ref *parsedRef
+	// request, for an email the app requested (request.go), is its content; such an Event
+	// has no Type or Data.
+	request *sealedRequest
 }
 
 type parsedRef struct {
@@ -127,8 +130,8 @@ func orDefault(s, def string) string {
 // event's is skipped.
 func retryEvent(kind, objectID string) (eventType string, data json.RawMessage) {
 	k, ok := kinds.Get(kind)
-	if !ok {
-		return "", nil
+	if !ok || len(k.Triggers) == 0 {
+		return "", nil // a requested email: the store refuses its retry
 	}
 	t := k.Triggers[0]
 	fields := map[string]json.RawMessage{t.ObjectField: json.RawMessage(strconv.Quote(objectID))}

@@ -15,7 +15,8 @@ import (
 // Every kind in the table goes through the real pipeline: its event listed, its object read,
 // its email rendered and sent. A kind added to the table without a way to seed it here fails.
 func TestEveryKindIsSentThroughThePipeline(t *testing.T) {
-	// seed adds one event of the kind to a fake WorkOS and returns the event and its recipient.
+	// seed adds one event of the kind to a fake WorkOS (or, for a kind sent on request, makes the
+	// request) and returns the event (request) and its recipient.
 	seeds := map[string]func(h *harness) (event, to string){
 		kinds.Invitation: func(h *harness) (string, string) {
 			ev, _, _ := h.wos.AddInvitation(fakeworkosInvitation("inv@example.com", h.wos.AddOrganization("Globex")))
@@ -44,6 +45,10 @@ func TestEveryKindIsSentThroughThePipeline(t *testing.T) {
 		kinds.RadarChallenge: func(h *harness) (string, string) {
 			ev, _, _ := h.wos.AddRadarChallenge("rc@example.com", h.wos.AddUser("R", "C", "rc@example.com"), time.Now().Add(10*time.Minute))
 			return ev, "rc@example.com"
+		},
+		kinds.MagicLink: func(h *harness) (string, string) {
+			h.enableRequests() // a request, not an event
+			return h.accept(h.worker(), Request{Email: "ml@example.com"}, "").ID, "ml@example.com"
 		},
 	}
 	for _, k := range kinds.All {

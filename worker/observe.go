@@ -66,13 +66,15 @@ const (
 	ReasonUnknownOutcome = "unknown_outcome" // SES may have accepted it (on_ambiguous: hold)
 	ReasonInterrupted    = "interrupted"     // the previous process stopped during the send
 	ReasonMaybeSent      = "maybe_sent"      // resent after an unknown outcome, then not sent
+
+	ReasonUnreadableRequest = "unreadable_request" // a requested email's sealed content does not open
 )
 
 // Reasons lists every Reason* code.
 var Reasons = []string{ReasonNone, ReasonMaybeDuplicate, ReasonUnhandled, ReasonDisabled, ReasonTooOld,
 	ReasonNotFound, ReasonNotPend, ReasonExpired, ReasonSuperseded, ReasonNotVerified, ReasonAlreadySent, ReasonNotApplicable, ReasonInvalidEvent, ReasonMismatch, ReasonInvalidRecipient,
 	ReasonInvalidObject, ReasonRenderFailed, ReasonWorkOSRejected, ReasonRejected, ReasonMaxAttempts,
-	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent}
+	ReasonUnknownOutcome, ReasonInterrupted, ReasonMaybeSent, ReasonUnreadableRequest}
 
 // Send outcomes, as a metric label.
 const (

@@ -98,6 +98,9 @@ type Options struct {
 	HeartbeatEvery time.Duration
 	// Limiter paces sends (sendlimit.go); nil: unpaced.
 	Limiter SendLimiter
+	// Sealer keeps requested emails unreadable in the store (request.go); nil: the worker
+	// takes no requests.
+	Sealer Sealer
 }
 
 func (o *Options) setDefaults() {
@@ -155,6 +158,10 @@ type Worker struct {
 	claims                      claims   // events being delivered, by either reader (live.go)
 	backlog                     backlog  // how far behind the stream is; the live reader (backlog.go)
 	observed                             // observer, heartbeat, last successful poll: observe.go
+	// reqStore is the store's side for emails on request, nil when it has none; requests
+	// delivers them (request.go).
+	reqStore RequestStore
+	requests requestRunner
 }
 
 // New wires a worker.
@@ -168,6 +175,8 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	if st != nil {
 		wk.newest.secret = st.AddressSecret()
 	}
+	wk.reqStore, _ = st.(RequestStore)
+	wk.requests.w = wk
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
 	wk.types = kinds.ListedEvents(opts.Kinds)
 	return wk
@@ -209,10 +218,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !pos.CursorSetAt.IsZero() {
 		w.obs.CursorMoved(pos.CursorSetAt)
 	}
+	stopRequests, err := w.requests.run(ctx)
+	if err != nil {
+		return err
+	}
 	w.log.Info("polling WorkOS events", zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since),
 		zap.Strings("event_types", w.types))
 	err = w.dispatch(ctx, pos)
 	w.log.Info("stopped polling")
+	if reqErr := stopRequests(); err == nil {
+		err = reqErr
+	}
 	return err
 }
 
