@@ -173,7 +173,7 @@ func TestRender(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("render --all: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "96 previews") {
+	if !strings.Contains(stdout, "108 previews") {
 		t.Errorf("render --all: %s", stdout)
 	}
 	index, err := os.ReadFile(filepath.Join(out, "index.html"))
@@ -181,7 +181,7 @@ func TestRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"default/ja/welcome.html", "default/pt-BR/invitation.txt", "org_01ACME/de/magic_auth.html",
-		"default/fr/invitation.reminder.html", "default/es/radar_challenge.txt"} {
+		"default/fr/invitation.reminder.html", "default/es/radar_challenge.txt", "default/de/magic_link.html"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("gallery lacks %s", f)
 		}
