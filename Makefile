@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test ./worker -run '^$$' -fuzz '^FuzzParseEvent$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./mailer -run '^$$' -fuzz '^FuzzParseRecipient$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./mailer -run '^$$' -fuzz '^FuzzRenderEscapes$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./sendapi -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./internal/sealed -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZ_TIME)
 
 test: vet fmt-check
 	$(GO) test -race -count=1 ./...

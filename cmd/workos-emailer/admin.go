@@ -15,22 +15,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// adminServer is the admin listener (admin.listen, loopback by default): /healthz, /readyz,
-// /metrics, plus whatever routes the daemon mounts (the operator's /status and /dead). Its
-// responses never carry secrets: no API key, code, token or link is known to any handler.
+// adminServer is an HTTP listener: the admin listener (admin.listen, loopback by default) with
+// /healthz, /readyz, /metrics and the operator's /status and /dead, or the send API's
+// (api.listen). Admin responses never carry secrets: no API key, code, token or link is known
+// to any handler.
 type adminServer struct {
 	ln   net.Listener
 	srv  *http.Server
 	done chan struct{}
 }
 
-// newAdminServer binds addr and serves routes on it, each path matched exactly (a path ending
+// newAdminServer binds addr, the value of the setting key, and serves routes on it, each path matched exactly (a path ending
 // in "/" matches its subtree, as with http.ServeMux). Binding happens here, so a port in use is
 // a startup error and the caller can report READY only once the listener is there.
-func newAdminServer(addr string, routes map[string]http.Handler, log *zap.Logger) (*adminServer, error) {
+func newAdminServer(key, addr string, routes map[string]http.Handler, log *zap.Logger) (*adminServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("admin.listen %s: cannot listen: %w", addr, err)
+		return nil, fmt.Errorf("%s %s: cannot listen: %w", key, addr, err)
 	}
 	mux := http.NewServeMux()
 	for _, path := range slices.Sorted(maps.Keys(routes)) {
@@ -44,7 +45,7 @@ func newAdminServer(addr string, routes map[string]http.Handler, log *zap.Logger
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			IdleTimeout:       time.Minute,
-			ErrorLog:          zap.NewStdLog(log.Named("admin")),
+			ErrorLog:          zap.NewStdLog(log.Named(strings.TrimSuffix(key, ".listen"))),
 		},
 		done: make(chan struct{}),
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/sendapi"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
 
@@ -82,6 +83,12 @@ type Config struct {
 	Admin struct {
 		Listen string `mapstructure:"listen"`
 	} `mapstructure:"admin"`
+	API struct {
+		Listen        string `mapstructure:"listen"`
+		Token         string `mapstructure:"token"`
+		TokenFile     string `mapstructure:"token_file"`
+		PreviousToken string `mapstructure:"previous_token"`
+	} `mapstructure:"api"`
 	Log struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
@@ -94,6 +101,7 @@ type Config struct {
 	timeZone       *time.Location
 	previewOnly    bool // loaded for render: nothing is sent
 	logLevel       zapcore.Level
+	apiTokens      []string // api.token (or token_file), then api.previous_token when set
 	configFileUsed string
 }
 
@@ -118,7 +126,8 @@ func defaults(v *viper.Viper) {
 		"links.invitation_url": "", "links.password_reset_url": "", "links.app_url": "",
 		"brand.name": "", "brand.logo_url": "", "brand.primary_color": "", "brand.support_email": "",
 		"admin.listen": "127.0.0.1:9464",
-		"log.level":    "info", "log.format": "json",
+		"api.listen":   "", "api.token": "", "api.token_file": "", "api.previous_token": "",
+		"log.level": "info", "log.format": "json",
 	} {
 		v.SetDefault(k, val)
 	}
@@ -350,11 +359,67 @@ func (c *Config) validate() error {
 			return keyErr("admin.listen", "must be host:port, got %q", c.Admin.Listen)
 		}
 	}
+	if err := c.validateAPI(); err != nil {
+		return err
+	}
 	if c.logLevel, err = zapcore.ParseLevel(c.Log.Level); err != nil {
 		return keyErr("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	if c.Log.Format != "json" && c.Log.Format != "console" {
 		return keyErr("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// validateAPI checks api.*: the send API needs a listen address and a long token, and it is what
+// enables the kinds sent on request. No error echoes a token.
+func (c *Config) validateAPI() error {
+	onRequest := kinds.OnRequest()
+	if c.API.Listen == "" {
+		for _, k := range c.Events.Enabled {
+			if slices.Contains(onRequest, k) {
+				return keyErr("events.enabled", "%s is sent when the app asks through the send API: set api.listen and api.token instead", k)
+			}
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+		return keyErr("api.listen", "must be host:port, got %q", c.API.Listen)
+	}
+	if c.API.Listen == c.Admin.Listen {
+		return keyErr("api.listen", "must differ from admin.listen (%s): the admin listener stays loopback-only", c.Admin.Listen)
+	}
+	token := c.API.Token
+	if c.API.TokenFile != "" {
+		if token != "" {
+			return keyErr("api.token_file", "set api.token or api.token_file, not both")
+		}
+		b, err := os.ReadFile(c.API.TokenFile)
+		if err != nil {
+			return keyErr("api.token_file", "%v", err)
+		}
+		token = strings.TrimRight(string(b), "\r\n")
+	}
+	for _, t := range []struct{ key, value string }{{"api.token", token}, {"api.previous_token", c.API.PreviousToken}} {
+		switch {
+		case t.value == "" && t.key == "api.token":
+			return keyErr("api.token", "is required when api.listen is set: set WORKOS_EMAILER_API_TOKEN or api.token_file "+
+				"(e.g. from openssl rand -hex 32)")
+		case t.value != "" && (len(t.value) < sendapi.MinTokenLen || strings.ContainsAny(t.value, " \t\r\n")):
+			return keyErr(t.key, "must be at least %d characters without spaces (e.g. openssl rand -hex 32)", sendapi.MinTokenLen)
+		}
+	}
+	if token == c.API.PreviousToken {
+		return keyErr("api.previous_token", "is the same as api.token; during a rotation it holds the old token")
+	}
+	c.apiTokens = []string{token}
+	if c.API.PreviousToken != "" {
+		c.apiTokens = append(c.apiTokens, c.API.PreviousToken)
+	}
+	for _, k := range onRequest {
+		if !slices.Contains(c.Events.Enabled, k) {
+			c.Events.Enabled = append(c.Events.Enabled, k)
+		}
 	}
 	return nil
 }

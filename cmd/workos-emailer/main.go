@@ -14,16 +14,20 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"text/template"
+	"time"
 	_ "time/tzdata" // templates.time_zone works where the system has no zoneinfo (a minimal container, DynamicUser)
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/workos-emailer/workos-emailer/internal/sealed"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
+	"github.com/workos-emailer/workos-emailer/sendapi"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
@@ -223,7 +227,19 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
 	paceSES(cfg, sender, &opts, obs, log) // sendlimit.go
+	if len(cfg.apiTokens) > 0 {
+		if opts.Sealer, err = sealed.New(cfg.apiTokens...); err != nil {
+			return err
+		}
+	}
 	w := worker.New(opts, wos, st, sender, templates, log)
+	// The send API (api.listen) answers once a request is durable; it may take requests before
+	// Run starts delivering them, and stops taking them when shutdown begins.
+	stopAPI, err := startSendAPI(ctx, cfg, w, obs, log)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
 	// Admin routes besides /healthz, /readyz and /metrics: what `status` and `dead list` ask a
 	// running daemon, which holds the store's lock.
 	adminRoutes := map[string]http.Handler{
@@ -250,6 +266,37 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	}
 	log.Info("workos-emailer stopped cleanly")
 	return nil
+}
+
+// startSendAPI serves the send API when api.listen is set, until ctx ends or stop is called.
+func startSendAPI(ctx context.Context, cfg *Config, w *worker.Worker, obs *daemonObs, log *zap.Logger) (stop func(), err error) {
+	if cfg.API.Listen == "" {
+		return func() {}, nil
+	}
+	api, err := sendapi.New(w, sendapi.Options{Tokens: cfg.apiTokens, Log: log, Observer: obs.metrics})
+	if err != nil {
+		return nil, configError{err}
+	}
+	srv, err := newAdminServer("api.listen", cfg.API.Listen, api.Routes(), log)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("send API listening", zap.String("addr", srv.Addr()))
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("send API: shutdown did not finish cleanly", zap.Error(err))
+			}
+		})
+	}
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return stop, nil
 }
 
 func workerOptions(cfg *Config) worker.Options {

@@ -94,6 +94,13 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"no WorkOS budget", "workos:\n  api_key: k\n  max_requests_per_second: 0\nmailer:\n  driver: log\n", "", "workos.max_requests_per_second"},
 		{"WorkOS budget past the limits", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_WORKOS_MAX_REQUESTS_PER_SECOND=20000", "workos.max_requests_per_second"},
 		{"missing template directory", "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  dir: /nonexistent/templates\n", "", "templates.dir"},
+		{"send API without a token", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n", "", "api.token"},
+		{"send API token too short", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n", "WORKOS_EMAILER_API_TOKEN=short", "api.token"},
+		{"send API token file missing", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  token_file: /nonexistent/token\n", "", "api.token_file"},
+		{"send API on the admin port", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9464\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.listen"},
+		{"send API listen", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: localhost\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.listen"},
+		{"previous token is the token", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  previous_token: " + testAPIToken + "\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.previous_token"},
+		{"magic_link without the send API", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [magic_auth, magic_link]\n", "", "api.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if k, v, ok := strings.Cut(tc.env, "="); ok {
@@ -390,7 +397,8 @@ func TestSampleConfigIsValid(t *testing.T) {
 // radar_challenge included, can be enabled.
 func TestConfigTakesRegionalDefaultLocaleAndEveryKind(t *testing.T) {
 	isolate(t)
-	cfgPath := writeConfig(t, "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: de-DE\nevents:\n  enabled: ["+
+	t.Setenv("WORKOS_EMAILER_API_TOKEN", testAPIToken)
+	cfgPath := writeConfig(t, "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: de-DE\napi:\n  listen: 127.0.0.1:9465\nevents:\n  enabled: ["+
 		strings.Join(kinds.Names(), ", ")+"]\n")
 	cfg, err := loadConfig(cfgPath, true)
 	if err != nil {
@@ -405,6 +413,39 @@ func TestConfigTakesRegionalDefaultLocaleAndEveryKind(t *testing.T) {
 	}
 	if !slices.Equal(cfg.Events.Enabled, kinds.Names()) {
 		t.Errorf("events.enabled %v, want every kind", cfg.Events.Enabled)
+	}
+}
+
+const testAPIToken = "api-token-for-cli-tests-0123456789abcdefgh"
+
+// api.listen turns the send API on, which enables the kinds sent on request; the token comes
+// from the environment or a file (a systemd credential), and a rotation keeps the old one.
+func TestSendAPIConfig(t *testing.T) {
+	isolate(t)
+	tokenFile := filepath.Join(t.TempDir(), "api_token")
+	if err := os.WriteFile(tokenFile, []byte(testAPIToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  token_file: "+tokenFile+
+		"\n  previous_token: "+strings.Repeat("p", 40)+"\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cfg.apiTokens, []string{testAPIToken, strings.Repeat("p", 40)}) || !slices.Contains(cfg.Events.Enabled, kinds.MagicLink) {
+		t.Errorf("tokens %d, kinds %v", len(cfg.apiTokens), cfg.Events.Enabled)
+	}
+	off, err := loadConfig(writeConfig(t, "mailer:\n  driver: log\n"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(off.Events.Enabled, kinds.MagicLink) || len(off.apiTokens) != 0 {
+		t.Errorf("without api.listen: kinds %v", off.Events.Enabled)
+	}
+	// A token never shows in an error.
+	t.Setenv("WORKOS_EMAILER_API_TOKEN", "sh0rt-secret")
+	_, err = loadConfig(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n"), true)
+	if err == nil || strings.Contains(err.Error(), "sh0rt-secret") {
+		t.Errorf("short token: %v", err)
 	}
 }
 

@@ -79,7 +79,7 @@ func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *
 			}
 			all[path] = h
 		}
-		admin, err := newAdminServer(cfg.Admin.Listen, all, o.log)
+		admin, err := newAdminServer("admin.listen", cfg.Admin.Listen, all, o.log)
 		if err != nil {
 			return err
 		}

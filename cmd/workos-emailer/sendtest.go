@@ -22,9 +22,9 @@ const testSubjectPrefix = "[Test] "
 func newSendCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "send",
-		Short: "Send an email now, outside the event stream (send test: a template with sample data)",
+		Short: "Send an email now, outside the event stream (test: a template with sample data; magic-link: through the daemon)",
 	}
-	cmd.AddCommand(newSendTestCmd(load, stdout, stderr))
+	cmd.AddCommand(newSendTestCmd(load, stdout, stderr), newSendMagicLinkCmd(load, stdout))
 	return cmd
 }
 

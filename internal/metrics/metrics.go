@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,7 @@ type Metrics struct {
 	sesQuotaErrors  prometheus.Counter
 
 	workosRequests *prometheus.CounterVec
+	apiRequests    *prometheus.CounterVec
 }
 
 var _ worker.Observer = (*Metrics)(nil)
@@ -108,6 +110,10 @@ func New(opts Options) *Metrics {
 		Namespace: namespace, Name: "workos_requests_total",
 		Help: "WorkOS API requests by endpoint and result (ok, 429, 4xx, 5xx, no_answer).",
 	}, []string{"endpoint", "result"})).(*prometheus.CounterVec)
+	m.apiRequests = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "api_requests_total",
+		Help: "Send API requests by route and HTTP status (202 accepted, 401, 4xx refused, 429 limited, 503).",
+	}, []string{"route", "status"})).(*prometheus.CounterVec)
 	m.sendAttempts = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "send_attempts_total",
 		Help: "SES SendEmail calls by kind and outcome (sent, rejected, failed, unavailable, paused, unknown).",
@@ -167,6 +173,14 @@ func (f factory) register(c prometheus.Collector) prometheus.Collector {
 
 func (f factory) gauge(name, help string) prometheus.Gauge {
 	return f.register(prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})).(prometheus.Gauge)
+}
+
+// apiRoutes are the send API's route labels (sendapi.API.Routes); anything else is "other".
+var apiRoutes = []string{"/v1/magic_link"}
+
+// APIRequest counts a send API answer (sendapi.Observer).
+func (m *Metrics) APIRequest(route string, status int) {
+	m.apiRequests.WithLabelValues(oneOf(route, apiRoutes), strconv.Itoa(status)).Inc()
 }
 
 // Registry is the registry the metrics live in.
