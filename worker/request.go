@@ -17,6 +17,7 @@ import (
 	"github.com/oklog/ulid/v2"
 	"go.uber.org/zap"
 
+	"github.com/workos-emailer/workos-emailer/internal/failpoint"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
@@ -190,6 +191,7 @@ func (w *Worker) Accept(r Request, idempotencyKey string) (Accepted, error) {
 		return Accepted{ID: got}, err
 	}
 	if !replayed {
+		failpoint.Hit("after-accept") // durable, not answered, not started
 		w.requests.start(got)
 	}
 	return w.answer(got, replayed)
