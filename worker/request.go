@@ -265,9 +265,10 @@ func (rr *requestRunner) start(id string) {
 	}
 	rr.active[id] = true
 	rr.wg.Add(1)
+	ctx := rr.ctx
 	go func() {
 		defer rr.wg.Done()
-		err := rr.deliver(rr.ctx, id)
+		err := rr.deliver(ctx, id)
 		rr.mu.Lock()
 		delete(rr.active, id)
 		if err != nil && !errors.Is(err, errStopped) && rr.failure == nil {

@@ -319,15 +319,15 @@ func TestDemo(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"sent=10 skipped=5 dead=0 ambiguous=0", "expired at", "invitation is revoked",
+	for _, want := range []string{"sent=11 skipped=5 dead=0 ambiguous=0", "magic_link", "expired at", "invitation is revoked",
 		"the welcome email went out already", "radar_challenge", filepath.Join(dir, "outbox")} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, stdout)
 		}
 	}
 	emls, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
-	if len(emls) != 10 {
-		t.Errorf("%d .eml files, want 10", len(emls))
+	if len(emls) != 11 {
+		t.Errorf("%d .eml files, want 11", len(emls))
 	}
 	var all string
 	for _, f := range emls {
@@ -337,7 +337,7 @@ func TestDemo(t *testing.T) {
 	// The organization that reads German and its reminder, the user whose metadata says
 	// French, the user whose WorkOS locale is de-DE, and the Radar challenge.
 	for _, want := range []string{"Einladung", "Dies ist eine Erinnerung", "Bienvenue", "mot de passe",
-		"Geben Sie diesen Code ein", "sign-in attempt"} {
+		"Geben Sie diesen Code ein", "sign-in attempt", "https://auth.workos.com/passwordless/"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no demo email contains %q", want)
 		}
