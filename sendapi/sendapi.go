@@ -191,13 +191,17 @@ func (a *API) magicLink(r *http.Request) answer {
 	if acc, ok, err := a.acceptor.Replay(req, key); ok || err != nil {
 		return a.accepted(acc, true, err)
 	}
-	if wait, ok := a.limits.allow(req.Email); !ok {
+	wait, ok, refund := a.limits.allow(req.Email)
+	if !ok {
 		ans := fail(http.StatusTooManyRequests, "rate_limited", "email",
 			fmt.Sprintf("too many requests for this address; at most %d a minute", PerAddressBurst))
 		ans.header = map[string]string{"Retry-After": strconv.Itoa(int(math.Ceil(wait.Seconds())))}
 		return ans
 	}
 	acc, err := a.acceptor.Accept(req, key)
+	if err != nil || acc.Replayed {
+		refund() // nothing new was accepted: the app's retry must not be limited for it
+	}
 	return a.accepted(acc, acc.Replayed, err)
 }
 
@@ -334,6 +338,7 @@ type addressLimits struct {
 	secret  []byte
 	buckets map[[32]byte]*rate.Limiter
 	now     func() time.Time
+	swept   time.Time
 }
 
 func newAddressLimits(now func() time.Time) *addressLimits {
@@ -345,8 +350,8 @@ func newAddressLimits(now func() time.Time) *addressLimits {
 	return &addressLimits{secret: secret, buckets: map[[32]byte]*rate.Limiter{}, now: now}
 }
 
-// allow takes a token for addr, or says how long until one is free.
-func (l *addressLimits) allow(addr string) (wait time.Duration, ok bool) {
+// allow takes a token for addr (refund gives it back), or says how long until one is free.
+func (l *addressLimits) allow(addr string) (wait time.Duration, ok bool, refund func()) {
 	mac := hmac.New(sha256.New, l.secret)
 	mac.Write([]byte(strings.ToLower(addr)))
 	var key [32]byte
@@ -356,7 +361,8 @@ func (l *addressLimits) allow(addr string) (wait time.Duration, ok bool) {
 	defer l.mu.Unlock()
 	b := l.buckets[key]
 	if b == nil {
-		if len(l.buckets) >= 10000 {
+		if len(l.buckets) >= 10000 && now.Sub(l.swept) > perAddressEvery {
+			l.swept = now
 			for k, old := range l.buckets {
 				if old.TokensAt(now) >= PerAddressBurst {
 					delete(l.buckets, k)
@@ -369,7 +375,13 @@ func (l *addressLimits) allow(addr string) (wait time.Duration, ok bool) {
 	r := b.ReserveN(now, 1)
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
-		return d, false
+		return d, false, func() {}
 	}
-	return 0, true
+	return 0, true, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		// At the reservation's own time: x/time/rate restores nothing for a reservation
+		// whose time has passed.
+		r.CancelAt(now)
+	}
 }

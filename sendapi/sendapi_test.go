@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -358,4 +359,49 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("validated a request with a line break: %+v", req)
 		}
 	})
+}
+
+// brokenStore accepts nothing: a store that cannot write (a full disk) is the one thing the
+// real pipeline cannot be made to do on cue.
+type brokenStore struct{ failures int }
+
+func (b *brokenStore) Accept(r worker.Request, _ string) (worker.Accepted, error) {
+	if b.failures > 0 {
+		b.failures--
+		return worker.Accepted{}, errors.New("disk full")
+	}
+	return worker.Accepted{ID: "request_01OK", State: store.Pending}, nil
+}
+
+func (b *brokenStore) Replay(worker.Request, string) (worker.Accepted, bool, error) {
+	return worker.Accepted{}, false, nil
+}
+
+// A request the daemon could not record costs the address nothing: the app's retries after a
+// 503 are not limited for it.
+func TestFailedAcceptsDoNotCountAgainstTheAddress(t *testing.T) {
+	api, err := sendapi.New(&brokenStore{failures: 5}, sendapi.Options{Tokens: []string{token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for path, h := range api.Routes() {
+		mux.Handle(path, h)
+	}
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	d := &daemon{url: srv.URL}
+	for i := 0; i < 5; i++ {
+		if r := d.post(t, `{"email":"ada@example.com"}`, nil); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("failure %d: %d %+v", i+1, r.status, r.Error)
+		}
+	}
+	for i := 0; i < sendapi.PerAddressBurst; i++ {
+		if r := d.post(t, `{"email":"ada@example.com"}`, nil); r.status != http.StatusAccepted {
+			t.Fatalf("request %d after the store recovered: %d %+v", i+1, r.status, r.Error)
+		}
+	}
+	if r := d.post(t, `{"email":"ada@example.com"}`, nil); r.status != http.StatusTooManyRequests {
+		t.Errorf("one more: %d, want 429", r.status)
+	}
 }

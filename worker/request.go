@@ -253,7 +253,8 @@ type requestRunner struct {
 	active  map[string]bool
 	wg      sync.WaitGroup
 	slots   chan struct{}
-	failure error // the first store failure
+	failure error  // the first store failure
+	fail    func() // stops Run after a store failure
 }
 
 // start delivers request id unless it is being delivered or the runner is stopped.
@@ -271,17 +272,22 @@ func (rr *requestRunner) start(id string) {
 		err := rr.deliver(ctx, id)
 		rr.mu.Lock()
 		delete(rr.active, id)
-		if err != nil && !errors.Is(err, errStopped) && rr.failure == nil {
+		failed := err != nil && !errors.Is(err, errStopped) && rr.failure == nil
+		if failed {
 			rr.failure = err
 		}
 		rr.mu.Unlock()
+		if failed {
+			rr.w.log.Error("recording a requested email failed; stopping", zap.String("request_id", id), zap.Error(err))
+			rr.fail()
+		}
 	}()
 }
 
 // run starts delivering: the requests left open by the previous process, then each accepted.
 // The returned stop waits for the deliveries under way (a send started is finished) and returns
-// the first store failure.
-func (rr *requestRunner) run(ctx context.Context) (stop func() error, err error) {
+// the first store failure, which also calls fail.
+func (rr *requestRunner) run(ctx context.Context, fail func()) (stop func() error, err error) {
 	stop = func() error {
 		rr.mu.Lock()
 		rr.ctx = nil
@@ -295,7 +301,7 @@ func (rr *requestRunner) run(ctx context.Context) (stop func() error, err error)
 		return stop, nil
 	}
 	rr.mu.Lock()
-	rr.ctx, rr.active = ctx, map[string]bool{}
+	rr.ctx, rr.active, rr.fail, rr.failure = ctx, map[string]bool{}, fail, nil
 	rr.slots = make(chan struct{}, rr.w.opts.Concurrency)
 	rr.mu.Unlock()
 	// Listed after the runner started, so a request accepted meanwhile is started by one or
@@ -377,6 +383,10 @@ func (w *Worker) attemptRequest(ctx context.Context, ev *Event, d *delivery, log
 		return w.workosFailure(ctx, d, err, "WorkOS found nothing to create the Magic Link for"), nil
 	}
 	w.wosDown.recovered(w.log)
+	if !workosapi.ValidObjectID(ml.ID) {
+		// Kept off the record: the store refuses what is not an id.
+		return d.end(store.Dead, ReasonInvalidObject, "WorkOS returned a session id of the wrong shape"), nil
+	}
 	d.rec.ObjectID = ml.ID
 	obj := workosapi.Object{ID: ml.ID, Email: to, Link: ml.Link, ExpiresAt: ml.ExpiresAt}
 	link, err := buildLink(nil, obj)

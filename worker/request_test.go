@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -310,4 +311,67 @@ func TestRequestOutcomes(t *testing.T) {
 			t.Errorf("refused requests were stored: %v", ids)
 		}
 	})
+}
+
+// failingSaves is the store with Save failing for requested emails' records once they are
+// final: a disk that fills up between the send and its record.
+type failingSaves struct{ *store.Store }
+
+func (f failingSaves) Save(d store.Delivery, cursor string, now time.Time) error {
+	if store.IsRequest(d.EventID) && d.State.Final() {
+		return errors.New("disk full")
+	}
+	return f.Store.Save(d, cursor, now)
+}
+
+// A store failure while a request is recorded stops the daemon at once, as one of an event's
+// does (systemd restarts it), rather than leaving it polling with a store that cannot write.
+func TestRequestStoreFailureStopsRun(t *testing.T) {
+	h := newHarness(t)
+	h.enableRequests()
+	h.opts.StopWhenIdle = false
+	base := h.worker()
+	w := New(h.opts, base.workos, failingSaves{h.store}, base.sender, base.renderer, base.log)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(context.Background()) }() // never cancelled: only the failure ends it
+	h.accept(w, Request{Email: "full@example.com"}, "")
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "disk full") {
+			t.Errorf("Run returned %v, want the store failure", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run kept going after a request could not be recorded")
+	}
+}
+
+// A session id WorkOS should never return is the request's failure, not the store's.
+func TestMalformedSessionIDIsDeadNotAStoreFailure(t *testing.T) {
+	h := newHarness(t)
+	h.enableRequests()
+	h.wos.Intercept = func(w http.ResponseWriter, req *http.Request) bool {
+		if req.URL.Path != "/passwordless/sessions" {
+			return false
+		}
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		if !bytes.Contains(body, []byte("lin@example.com")) {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"object":"passwordless_session","id":"passwordless_session_01-weird","email":"lin@example.com",` +
+			`"expires_at":"` + time.Now().Add(15*time.Minute).UTC().Format(time.RFC3339) + `","link":"https://auth.workos.com/passwordless/x/confirm"}`))
+		return true
+	}
+	w := h.worker()
+	bad := h.accept(w, Request{Email: "lin@example.com"}, "")
+	good := h.accept(w, Request{Email: "ok@example.com"}, "")
+	h.run()
+	if d := h.delivery(bad.ID); d.State != store.Dead || d.ObjectID != "" {
+		t.Errorf("bad session id: %+v", d)
+	}
+	if d := h.delivery(good.ID); d.State != store.Sent {
+		t.Errorf("the next request after it: %+v", d)
+	}
 }

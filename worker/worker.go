@@ -218,7 +218,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if !pos.CursorSetAt.IsZero() {
 		w.obs.CursorMoved(pos.CursorSetAt)
 	}
-	stopRequests, err := w.requests.run(ctx)
+	// A store failure on either side stops both: the events' pipeline and the requests'.
+	ctx, fail := context.WithCancel(ctx)
+	defer fail()
+	stopRequests, err := w.requests.run(ctx, fail)
 	if err != nil {
 		return err
 	}
@@ -226,6 +229,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		zap.Strings("event_types", w.types))
 	err = w.dispatch(ctx, pos)
 	w.log.Info("stopped polling")
+	if err != nil {
+		fail()
+	}
 	if reqErr := stopRequests(); err == nil {
 		err = reqErr
 	}
