@@ -94,15 +94,7 @@ func start(t *testing.T) *daemon {
 	w := worker.New(worker.Options{PollInterval: 10 * time.Millisecond, RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond,
 		Kinds: append(kinds.Defaults(), kinds.MagicLink), Sealer: box},
 		workosapi.New(workosKey, wosURL, 2*time.Second, nil), d.store, ses, templates, log)
-	api, err := sendapi.New(w, sendapi.Options{Tokens: []string{token, oldToken}, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	for path, h := range api.Routes() {
-		mux.Handle(path, h)
-	}
-	srv := httptest.NewServer(mux)
+	srv := serve(t, w, sendapi.Options{Tokens: []string{token, oldToken}, Log: log})
 	d.url = srv.URL
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -116,6 +108,20 @@ func start(t *testing.T) *daemon {
 		_ = d.store.Close()
 	})
 	return d
+}
+
+// serve runs the API's routes on a loopback port, as api.listen does.
+func serve(t *testing.T, a sendapi.Acceptor, opts sendapi.Options) *httptest.Server {
+	t.Helper()
+	api, err := sendapi.New(a, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for path, h := range api.Routes() {
+		mux.Handle(path, h)
+	}
+	return httptest.NewServer(mux)
 }
 
 type reply struct {
@@ -380,15 +386,7 @@ func (b *brokenStore) Replay(worker.Request, string) (worker.Accepted, bool, err
 // A request the daemon could not record costs the address nothing: the app's retries after a
 // 503 are not limited for it.
 func TestFailedAcceptsDoNotCountAgainstTheAddress(t *testing.T) {
-	api, err := sendapi.New(&brokenStore{failures: 5}, sendapi.Options{Tokens: []string{token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	for path, h := range api.Routes() {
-		mux.Handle(path, h)
-	}
-	srv := httptest.NewServer(mux)
+	srv := serve(t, &brokenStore{failures: 5}, sendapi.Options{Tokens: []string{token}})
 	defer srv.Close()
 	d := &daemon{url: srv.URL}
 	for i := 0; i < 5; i++ {
