@@ -326,3 +326,25 @@ func TestFileEncodesAndFoldsHeaders(t *testing.T) {
 		t.Errorf("reply-to %v (%v)", rt, err)
 	}
 }
+
+// A subject whose end is plain ASCII after a non-ASCII start decodes to itself: no doubled
+// space where it was folded (every folded piece is an encoded-word).
+func TestFoldedSubjectDecodesToItself(t *testing.T) {
+	dec := new(mime.WordDecoder)
+	for _, subject := range []string{
+		"Sie wurden eingeladen, Müller & Söhne GmbH auf Robodesk beizutreten und mitzuarbeiten",
+		"Ihr Anmeldelink für Robodesk",
+		"Ü" + strings.Repeat(" word", 40),
+	} {
+		enc := encodeHeader("Subject", subject)
+		for _, line := range strings.Split("Subject: "+enc, "\r\n") {
+			if len(line) > 78 {
+				t.Errorf("line of %d characters: %q", len(line), line)
+			}
+		}
+		got, err := dec.DecodeHeader(strings.ReplaceAll(enc, "\r\n", ""))
+		if err != nil || got != subject {
+			t.Errorf("%q decodes to %q (%v)", subject, got, err)
+		}
+	}
+}
