@@ -47,4 +47,3 @@ func (f *File) Send(_ context.Context, m Message) (string, error) {
 	}
 	return "file:" + name, nil
 }
-
