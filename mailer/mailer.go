@@ -90,6 +90,8 @@ func PauseReason(err error) string {
 		return ""
 	case se.Code == CodeCredentialsUnavailable:
 		return "AWS credentials cannot be resolved"
+	case strings.HasPrefix(se.Code, "SMTP"):
+		return "the SMTP relay refuses to send (" + se.Code + ")"
 	case se.Code != "":
 		return "SES refuses to send for the account (" + se.Code + ")"
 	}

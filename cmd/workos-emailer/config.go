@@ -52,6 +52,15 @@ type Config struct {
 		File struct {
 			Dir string `mapstructure:"dir"`
 		} `mapstructure:"file"`
+		SMTP struct {
+			Host         string  `mapstructure:"host"`
+			Port         int     `mapstructure:"port"`
+			Username     string  `mapstructure:"username"`
+			Password     string  `mapstructure:"password"`
+			PasswordFile string  `mapstructure:"password_file"`
+			TLS          string  `mapstructure:"tls"`
+			MaxSendRate  float64 `mapstructure:"max_send_rate"`
+		} `mapstructure:"smtp"`
 	} `mapstructure:"mailer"`
 	Delivery struct {
 		Concurrency int           `mapstructure:"concurrency"`
@@ -118,6 +127,8 @@ func defaults(v *viper.Viper) {
 		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
 		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
+		"mailer.smtp.host": "", "mailer.smtp.port": 587, "mailer.smtp.username": "", "mailer.smtp.password": "",
+		"mailer.smtp.password_file": "", "mailer.smtp.tls": mailer.SMTPStartTLS, "mailer.smtp.max_send_rate": 0,
 		"delivery.concurrency": worker.DefaultConcurrency, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
 		"delivery.on_ambiguous": worker.OnAmbiguousHold,
 		"events.enabled":        kinds.Defaults(),
@@ -280,9 +291,13 @@ func (c *Config) validate() error {
 		if c.Mailer.File.Dir == "" {
 			return keyErr("mailer.file.dir", "must not be empty")
 		}
+	case "smtp":
+		if err := c.validateSMTP(); err != nil {
+			return err
+		}
 	case "log":
 	default:
-		return keyErr("mailer.driver", "must be ses, file or log, got %q", c.Mailer.Driver)
+		return keyErr("mailer.driver", "must be ses, smtp, file or log, got %q", c.Mailer.Driver)
 	}
 	if c.Mailer.From == "" {
 		c.Mailer.From = "workos-emailer <no-reply@localhost>"
@@ -367,6 +382,44 @@ func (c *Config) validate() error {
 	}
 	if c.Log.Format != "json" && c.Log.Format != "console" {
 		return keyErr("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return nil
+}
+
+// validateSMTP checks mailer.smtp.* and mailer.from for the smtp driver; the password comes
+// from the environment or a file, and no error echoes it.
+func (c *Config) validateSMTP() error {
+	s := &c.Mailer.SMTP
+	switch {
+	case c.Mailer.From == "" && !c.previewOnly:
+		return keyErr("mailer.from", "is required for the smtp driver, e.g. \"Acme <no-reply@acme.com>\"")
+	case s.Host == "" && !c.previewOnly:
+		return keyErr("mailer.smtp.host", "is required for the smtp driver")
+	case s.Port < 1 || s.Port > 65535:
+		return keyErr("mailer.smtp.port", "must be a port number, got %d", s.Port)
+	case s.MaxSendRate < 0:
+		return keyErr("mailer.smtp.max_send_rate", "must not be negative")
+	case s.Password != "" && s.PasswordFile != "":
+		return keyErr("mailer.smtp.password_file", "set mailer.smtp.password (WORKOS_EMAILER_MAILER_SMTP_PASSWORD) or password_file, not both")
+	}
+	switch s.TLS {
+	case mailer.SMTPStartTLS, mailer.SMTPImplicit:
+	case mailer.SMTPNoTLS:
+		if s.Host != "" && !isLoopback(s.Host) {
+			return keyErr("mailer.smtp.tls", "none sends the password and every code in clear: only for a relay on loopback, not %s", s.Host)
+		}
+	default:
+		return keyErr("mailer.smtp.tls", "must be starttls, implicit or none, got %q", s.TLS)
+	}
+	if s.PasswordFile != "" {
+		b, err := os.ReadFile(s.PasswordFile)
+		if err != nil {
+			return keyErr("mailer.smtp.password_file", "%v", err)
+		}
+		s.Password = strings.TrimRight(string(b), "\r\n")
+	}
+	if s.Password != "" && s.Username == "" {
+		return keyErr("mailer.smtp.username", "is required with a password")
 	}
 	return nil
 }

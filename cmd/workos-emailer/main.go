@@ -219,6 +219,9 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	if c, ok := sender.(io.Closer); ok {
+		defer func() { _ = c.Close() }() // the SMTP driver's idle connections, after the last send
+	}
 	// Observability (observability.go): metrics, admin listener, systemd READY/STOPPING/watchdog.
 	obs := newDaemonObs(cfg, log)
 	budget := workosapi.NewBudget(workosapi.BudgetOptions{PerSecond: cfg.WorkOS.MaxRequestsPerSecond, Log: log, Observer: obs.metrics})
@@ -322,6 +325,14 @@ func newSender(ctx context.Context, cfg *Config, log *zap.Logger) (worker.Sender
 		return &mailer.File{Dir: cfg.Mailer.File.Dir, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo}, nil
 	case "log":
 		return &mailer.Log{Logger: log}, nil
+	case "smtp":
+		s := cfg.Mailer.SMTP
+		smtp, err := mailer.NewSMTP(mailer.SMTPOptions{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password,
+			TLS: s.TLS, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo, MaxConns: cfg.Delivery.Concurrency})
+		if err != nil {
+			return nil, configError{err}
+		}
+		return smtp, nil
 	}
 	ses, err := mailer.NewSES(ctx, mailer.SESOptions{
 		Region: cfg.Mailer.SES.Region, Endpoint: cfg.Mailer.SES.Endpoint,

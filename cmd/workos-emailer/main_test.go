@@ -77,7 +77,7 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"start", "workos:\n  api_key: k\n  start: yesterday\n", "", "workos.start"},
 		{"ses needs from", "workos:\n  api_key: k\n", "", "mailer.from"},
 		{"from with CRLF", "workos:\n  api_key: k\nmailer:\n  from: \"a@b.c\\r\\nBcc: x@y.z\"\n", "", "mailer.from"},
-		{"driver", "workos:\n  api_key: k\nmailer:\n  driver: smtp\n", "", "mailer.driver"},
+		{"driver", "workos:\n  api_key: k\nmailer:\n  driver: sendmail\n", "", "mailer.driver"},
 		{"on_ambiguous", "workos:\n  api_key: k\nmailer:\n  driver: log\ndelivery:\n  on_ambiguous: maybe\n", "", "delivery.on_ambiguous"},
 		{"kind", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [sms]\n", "", "events.enabled"},
 		{"http link", "workos:\n  api_key: k\nmailer:\n  driver: log\nlinks:\n  invitation_url: http://app.example.com/i?t={{.Token}}\n", "", "links.invitation_url"},

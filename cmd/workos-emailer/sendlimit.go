@@ -12,6 +12,13 @@ import (
 // per email, and the daemon's one SES quota reader (observability.go) feeds it and the
 // metrics. The file and log drivers are not paced.
 func paceSES(cfg *Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
+	if _, ok := sender.(*mailer.SMTP); ok && cfg.Mailer.SMTP.MaxSendRate > 0 {
+		// A relay's own limit, as configured: there is no quota to read.
+		lim := sendlimit.New(sendlimit.Options{Rate: cfg.Mailer.SMTP.MaxSendRate, Log: log})
+		opts.Limiter, obs.limiter = lim, lim
+		log.Info("SMTP sends are paced", zap.Float64("rate", cfg.Mailer.SMTP.MaxSendRate))
+		return
+	}
 	if _, ok := sender.(*mailer.SES); !ok {
 		return
 	}

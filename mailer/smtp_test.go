@@ -1,0 +1,383 @@
+package mailer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"mime"
+	"mime/multipart"
+	"net"
+	"net/mail"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+)
+
+// The real server is emersion/go-smtp's (maddy's SMTP server), which none of us wrote: it
+// speaks ESMTP, STARTTLS and AUTH PLAIN as relays do, and runs in-process on loopback, so
+// the tests need nothing installed. The backend keeps what it received.
+type sink struct {
+	mu       sync.Mutex
+	messages [][]byte
+	rcpts    []string
+	conns    atomic.Int32
+	password string
+}
+
+func (s *sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) {
+	return &sinkSession{sink: s}, nil // also after STARTTLS: not one per connection
+}
+
+// countingListener counts the connections accepted.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+type sinkSession struct {
+	sink   *sink
+	authed bool
+	rcpt   string
+}
+
+func (s *sinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *sinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, username, password string) error {
+		if username != "relay-user" || password != s.sink.password {
+			return errors.New("invalid credentials")
+		}
+		s.authed = true
+		return nil
+	}), nil
+}
+
+func (s *sinkSession) Mail(string, *gosmtp.MailOptions) error {
+	if !s.authed {
+		return gosmtp.ErrAuthRequired
+	}
+	return nil
+}
+func (s *sinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error { s.rcpt = to; return nil }
+func (s *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.sink.mu.Lock()
+	s.sink.messages = append(s.sink.messages, b)
+	s.sink.rcpts = append(s.sink.rcpts, s.rcpt)
+	s.sink.mu.Unlock()
+	return nil
+}
+func (s *sinkSession) Reset()        {}
+func (s *sinkSession) Logout() error { return nil }
+
+// selfSigned is a certificate for 127.0.0.1, and a client config that trusts it.
+func selfSigned(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay.test"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
+}
+
+// startSink serves the sink on loopback; withTLS offers STARTTLS.
+func startSink(t *testing.T, withTLS bool) (*sink, int, *tls.Config) {
+	t.Helper()
+	sk := &sink{password: "relay-secret-pw"}
+	srv := gosmtp.NewServer(sk)
+	srv.Domain = "relay.test"
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	var client *tls.Config
+	if withTLS {
+		srv.TLSConfig, client = selfSigned(t)
+	} else {
+		srv.AllowInsecureAuth = true
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(countingListener{ln, &sk.conns}) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return sk, ln.Addr().(*net.TCPAddr).Port, client
+}
+
+func TestSMTPSendsEachMessageOnceOnReusedConnections(t *testing.T) {
+	sk, port, clientTLS := startSink(t, true)
+	s, err := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: "relay-user", Password: sk.password,
+		From: "Müller & Söhne <no-reply@acme.example>", ReplyTo: "help@acme.example", TLSConfig: clientTLS, MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	subject := "Sie wurden eingeladen, Müller & Söhne GmbH auf Robodesk beizutreten"
+	const n = 8
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := s.Send(context.Background(), Message{To: "user" + strconv.Itoa(i) + "@example.com", Subject: subject,
+				HTML: "<p>Code: 123456 ✓</p>", Text: "Code: 123456 ✓", EventID: "event_0" + strconv.Itoa(i), Kind: "magic_auth"})
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = id
+		}()
+	}
+	wg.Wait()
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	if len(sk.messages) != n {
+		t.Fatalf("%d messages, want %d", len(sk.messages), n)
+	}
+	if c := sk.conns.Load(); c > 2 {
+		t.Errorf("%d connections for %d messages with MaxConns 2: not reused", c, n)
+	}
+	seen := map[string]bool{}
+	for i, raw := range sk.messages {
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+		if err != nil || got != subject {
+			t.Errorf("subject %q (%v)", got, err)
+		}
+		to := msg.Header.Get("To")
+		if to != sk.rcpts[i] || seen[to] {
+			t.Errorf("message to %q (envelope %q), seen before: %v", to, sk.rcpts[i], seen[to])
+		}
+		seen[to] = true
+		if from, _ := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("From")); !strings.HasPrefix(from, "Müller & Söhne") ||
+			msg.Header.Get("Reply-To") != "help@acme.example" || msg.Header.Get("Date") == "" {
+			t.Errorf("headers %v", msg.Header)
+		}
+		found := false
+		for _, id := range ids {
+			found = found || strings.HasPrefix(id, msg.Header.Get("Message-ID")+" ")
+		}
+		if !found || msg.Header.Get("Message-ID") == "" {
+			t.Errorf("Message-ID %q is not one Send returned (%v)", msg.Header.Get("Message-ID"), ids)
+		}
+		_, params, _ := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+		mr := multipart.NewReader(msg.Body, params["boundary"])
+		var types []string
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				break
+			}
+			body, _ := io.ReadAll(p)
+			types = append(types, p.Header.Get("Content-Type"))
+			if !strings.Contains(string(body), "123456 ✓") {
+				t.Errorf("part %s: %q", p.Header.Get("Content-Type"), body)
+			}
+		}
+		if len(types) != 2 || !strings.HasPrefix(types[0], "text/plain") || !strings.HasPrefix(types[1], "text/html") {
+			t.Errorf("parts %v", types)
+		}
+		if bytes.Contains(raw, []byte(sk.password)) {
+			t.Error("the message holds the relay password")
+		}
+	}
+}
+
+func TestSMTPAccountProblemsPause(t *testing.T) {
+	t.Run("wrong password", func(t *testing.T) {
+		_, port, clientTLS := startSink(t, true)
+		s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: "relay-user", Password: "wrong", From: "a@acme.example", TLSConfig: clientTLS})
+		_, err := s.Send(context.Background(), Message{To: "b@example.com", Subject: "s", Text: "t", HTML: "h"})
+		if ClassOf(err) != Paused || !strings.Contains(PauseReason(err), "SMTP relay") {
+			t.Errorf("%v (%v), want paused", err, ClassOf(err))
+		}
+	})
+	t.Run("STARTTLS required but not offered", func(t *testing.T) {
+		_, port, _ := startSink(t, false)
+		s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, From: "a@acme.example"})
+		_, err := s.Send(context.Background(), Message{To: "b@example.com", Subject: "s", Text: "t", HTML: "h"})
+		if ClassOf(err) != Paused || !strings.Contains(err.Error(), "does not offer STARTTLS") {
+			t.Errorf("%v (%v), want paused naming STARTTLS", err, ClassOf(err))
+		}
+	})
+	if _, err := NewSMTP(SMTPOptions{Host: "smtp.example.net", TLS: SMTPNoTLS, From: "a@acme.example"}); err == nil {
+		t.Error("tls: none was accepted for a relay that is not on loopback")
+	}
+}
+
+// scripted is an SMTP server that answers as told, for the faults a real relay shows only by
+// accident: replies are keyed by the command's verb ("GREETING", "MAIL", "RCPT", "DATA", "END"
+// for the final "."); "DROP" closes the connection instead of answering.
+func scripted(t *testing.T, replies map[string]string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	reply := func(verb, def string) string {
+		if r, ok := replies[verb]; ok {
+			return r
+		}
+		return def
+	}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				r := bufio.NewReader(conn)
+				say := func(line string) bool {
+					if line == "DROP" {
+						return false
+					}
+					_, err := io.WriteString(conn, line+"\r\n")
+					return err == nil
+				}
+				if !say(reply("GREETING", "220 scripted.test ESMTP")) {
+					return
+				}
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					verb := strings.ToUpper(strings.Fields(line + " x")[0])
+					switch verb {
+					case "EHLO", "HELO":
+						if !say("250-scripted.test\r\n250 8BITMIME") {
+							return
+						}
+					case "MAIL", "RCPT":
+						if !say(reply(verb, "250 ok")) {
+							return
+						}
+					case "DATA":
+						if !say(reply("DATA", "354 go ahead")) {
+							return
+						}
+						for {
+							l, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if l == ".\r\n" {
+								break
+							}
+						}
+						if !say(reply("END", "250 2.0.0 Ok: queued as ABC123")) {
+							return
+						}
+					case "RSET", "NOOP":
+						if !say("250 ok") {
+							return
+						}
+					case "QUIT":
+						say("221 bye")
+						return
+					default:
+						if !say("502 unknown") {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestSMTPClassifiesEachReply(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		replies map[string]string
+		class   Class
+	}{
+		{"queued", nil, 0},
+		{"421 at the greeting: the relay will not take mail", map[string]string{"GREETING": "421 4.3.2 try later"}, Paused},
+		{"450 on RCPT: later", map[string]string{"RCPT": "450 4.2.1 mailbox busy"}, Retry},
+		{"550 on RCPT: unknown user", map[string]string{"RCPT": "550 5.1.1 <grace@example.com>: user unknown"}, Permanent},
+		{"4xx on MAIL: later", map[string]string{"MAIL": "451 4.3.0 local error"}, Retry},
+		{"451 after the data: later", map[string]string{"END": "451 4.3.0 queue full"}, Retry},
+		{"554 after the data: refused", map[string]string{"END": "554 5.7.1 spam"}, Permanent},
+		{"dropped after the final dot: ambiguous", map[string]string{"END": "DROP"}, Ambiguous},
+		{"dropped before the data: retry", map[string]string{"DATA": "DROP"}, Retry},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := scripted(t, c.replies)
+			s, err := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, TLS: SMTPNoTLS, From: "a@acme.example", Timeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := s.Send(context.Background(), Message{To: "grace@example.com", Subject: "s", Text: "t", HTML: "h", EventID: "event_1"})
+			switch {
+			case c.class == 0 && (err != nil || !strings.HasSuffix(id, "queued as ABC123")):
+				t.Errorf("id %q, err %v", id, err)
+			case c.class != 0 && ClassOf(err) != c.class:
+				t.Errorf("%v: class %v, want %v", err, ClassOf(err), c.class)
+			case err != nil && strings.Contains(err.Error(), "grace@example.com"):
+				t.Errorf("the error names the address: %v", err)
+			}
+		})
+	}
+}
+
+// An idle connection the relay closed is replaced, not a failed send.
+func TestSMTPReplacesAClosedIdleConnection(t *testing.T) {
+	sk, port, clientTLS := startSink(t, true)
+	s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: "relay-user", Password: sk.password, From: "a@acme.example",
+		TLSConfig: clientTLS, MaxConns: 1})
+	m := Message{To: "b@example.com", Subject: "s", Text: "t", HTML: "h"}
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	c := <-s.idle
+	_ = c.Close() // as a relay's idle timeout would
+	s.idle <- c
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatalf("second send on a dead idle connection: %v", err)
+	}
+	if n := len(sk.messages); n != 2 {
+		t.Errorf("%d messages", n)
+	}
+}
