@@ -69,7 +69,9 @@ type config struct {
 	OnAmbiguous string
 	PageSize    int
 	Concurrency int
-	Extra       string // more YAML, appended
+	// SMTPPort, when set, sends through an SMTP relay on loopback instead of SESURL.
+	SMTPPort int
+	Extra    string // more YAML, appended
 }
 
 func (c config) write(t *testing.T, dir string) string {
@@ -110,6 +112,9 @@ admin:
 log:
   level: info
 %s`, apiKey, c.WorkOSURL, c.PageSize, c.StorePath, c.SESURL, c.Concurrency, c.OnAmbiguous, c.Extra)
+	if c.SMTPPort != 0 {
+		yaml = strings.Replace(yaml, "mailer:\n  driver: ses\n", fmt.Sprintf("mailer:\n  driver: smtp\n  smtp:\n    host: 127.0.0.1\n    port: %d\n    tls: none\n", c.SMTPPort), 1)
+	}
 	path := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
