@@ -24,6 +24,17 @@ type Message struct {
 	EventID string
 	Kind    string
 	Date    time.Time
+	// Sender, where set, replaces the mailer's From, Reply-To and configuration set (an
+	// organization's own sender).
+	Sender Sender
+}
+
+// or is s, or def when s is empty.
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // Class tells the caller what a failed send means for the message.

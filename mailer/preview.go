@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,7 +100,7 @@ func Variants(kind string) []string {
 // in a browser.
 func (t *Templates) WriteGallery(dir string, now time.Time) ([]Preview, error) {
 	var all []Preview
-	for _, org := range append([]string{""}, t.Organizations()...) {
+	for _, org := range append([]string{""}, t.galleryOrgs()...) {
 		for _, locale := range t.supported {
 			for _, kind := range kinds.Names() {
 				for _, variant := range append([]string{""}, Variants(kind)...) {
@@ -208,7 +209,7 @@ h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px 
 <div class="grid">
 {{range $.Previews}}{{if eq .Kind $kind}}
 <article class="card" id="{{.Kind}}{{with .Variant}}.{{.}}{{end}}-{{orgName .Org}}-{{.Locale}}">
-<div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}{{with .Variant}} · {{.}}{{end}}</div><div class="subject">{{.Subject}}</div></div>
+<div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}{{with .Variant}} · {{.}}{{end}}{{with .Sender.From}} · from {{.}}{{end}}</div><div class="subject">{{.Subject}}</div></div>
 <div class="body"><iframe src="{{.HTMLFile}}" title="{{.Subject}}" loading="lazy"></iframe><pre>{{.Text}}</pre></div>
 <div class="files">{{range $i, $f := .Files}}{{if $i}} · {{end}}{{$f}}{{end}} · <a href="{{.HTMLFile}}">HTML</a> · <a href="{{.TextFile}}">text</a></div>
 </article>
@@ -220,3 +221,16 @@ h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px 
 </body>
 </html>
 `))
+
+// galleryOrgs are the organizations the gallery shows besides the default: those with their
+// own templates or their own sender.
+func (t *Templates) galleryOrgs() []string {
+	orgs := t.Organizations()
+	for org := range t.opts.Senders {
+		if !slices.ContainsFunc(orgs, func(o string) bool { return strings.EqualFold(o, org) }) {
+			orgs = append(orgs, org)
+		}
+	}
+	slices.Sort(orgs)
+	return orgs
+}

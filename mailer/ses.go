@@ -116,8 +116,20 @@ func (s *SES) CheckCredentials(ctx context.Context) error {
 
 // Send calls SendEmail once. It returns the SES MessageId or a *SendError.
 func (s *SES) Send(ctx context.Context, m Message) (string, error) {
+	from, replyTo := s.opts.From, s.opts.ReplyTo
+	var err error
+	if m.Sender.From != "" {
+		if from, err = HeaderAddress(m.Sender.From); err != nil {
+			return "", &SendError{Class: Permanent, Err: fmt.Errorf("the organization's from: %w", err)}
+		}
+	}
+	if m.Sender.ReplyTo != "" {
+		if replyTo, err = HeaderAddress(m.Sender.ReplyTo); err != nil {
+			return "", &SendError{Class: Permanent, Err: fmt.Errorf("the organization's reply_to: %w", err)}
+		}
+	}
 	in := &sesv2.SendEmailInput{
-		FromEmailAddress: aws.String(s.opts.From),
+		FromEmailAddress: aws.String(from),
 		Destination:      &types.Destination{ToAddresses: []string{m.To}},
 		Content: &types.EmailContent{Simple: &types.Message{
 			Subject: &types.Content{Data: aws.String(m.Subject), Charset: aws.String("UTF-8")},
@@ -131,11 +143,11 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 			{Name: aws.String("kind"), Value: aws.String(tagValue(m.Kind))},
 		},
 	}
-	if s.opts.ReplyTo != "" {
-		in.ReplyToAddresses = []string{s.opts.ReplyTo}
+	if replyTo != "" {
+		in.ReplyToAddresses = []string{replyTo}
 	}
-	if s.opts.ConfigurationSet != "" {
-		in.ConfigurationSetName = aws.String(s.opts.ConfigurationSet)
+	if set := or(m.Sender.ConfigurationSet, s.opts.ConfigurationSet); set != "" {
+		in.ConfigurationSetName = aws.String(set)
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)

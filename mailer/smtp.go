@@ -94,9 +94,15 @@ func isLoopbackHost(h string) bool {
 // Send delivers m on a pooled connection and returns its Message-ID and the relay's answer
 // (usually its queue id).
 func (s *SMTP) Send(ctx context.Context, m Message) (string, error) {
-	raw, messageID, err := compose(m, s.opts.From, s.opts.ReplyTo)
+	from := or(m.Sender.From, s.opts.From)
+	raw, messageID, err := compose(m, from, or(m.Sender.ReplyTo, s.opts.ReplyTo))
 	if err != nil {
 		return "", &SendError{Class: Permanent, Err: err}
+	}
+	envelope := s.envelope
+	if m.Sender.From != "" {
+		addr, _ := ParseSender(m.Sender.From) // compose parsed it
+		envelope = addr.Address
 	}
 	// An idle connection first; else a new one, while fewer than MaxConns are open.
 	var c *smtp.Client
@@ -120,7 +126,7 @@ func (s *SMTP) Send(ctx context.Context, m Message) (string, error) {
 				return "", err
 			}
 		}
-		answer, err := s.transact(c, m.To, raw)
+		answer, err := s.transact(c, envelope, m.To, raw)
 		var se *SendError
 		switch {
 		case err == nil:
@@ -224,7 +230,7 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, error) {
 }
 
 // transact sends one message on c: MAIL, RCPT, DATA, the message, and its final ".".
-func (s *SMTP) transact(c *smtp.Client, to string, raw []byte) (answer string, err error) {
+func (s *SMTP) transact(c *smtp.Client, from, to string, raw []byte) (answer string, err error) {
 	step := func(phase string, f func() error) error {
 		if err := c.UpdateDeadline(s.opts.Timeout); err != nil {
 			return &SendError{Class: Retry, Unavailable: true, Code: codeConnLost, Err: err}
@@ -234,7 +240,7 @@ func (s *SMTP) transact(c *smtp.Client, to string, raw []byte) (answer string, e
 		}
 		return nil
 	}
-	if err := step("MAIL FROM", func() error { return c.Mail(s.envelope) }); err != nil {
+	if err := step("MAIL FROM", func() error { return c.Mail(from) }); err != nil {
 		return "", err
 	}
 	if err := step("RCPT TO", func() error { return c.Rcpt(to) }); err != nil {

@@ -131,6 +131,14 @@ type Rendered struct {
 	Subject string
 	HTML    string
 	Text    string
+	// Sender is the organization's sender (TemplateOptions.Senders); zero: the mailer's.
+	Sender Sender
+}
+
+// Sender is who an organization's emails come from (organizations.ORG.from, reply_to,
+// configuration_set); an empty field keeps the mailer's own (mailer.from, ...).
+type Sender struct {
+	From, ReplyTo, ConfigurationSet string
 }
 
 // TemplateOptions configures LoadTemplates. The zero value is the built-in templates in
@@ -145,6 +153,9 @@ type TemplateOptions struct {
 	// TimeZone is the zone dates are written in; nil is UTC.
 	TimeZone *time.Location
 	Brand    Brand
+	// Senders maps organization ids to their senders (organizations.*); the addresses are
+	// checked by the configuration.
+	Senders map[string]Sender
 }
 
 // Templates renders emails. It is safe for concurrent use.
@@ -235,6 +246,10 @@ func LoadTemplates(opts TemplateOptions) (*Templates, error) {
 	t.supported = slices.DeleteFunc(t.supported, func(name string) bool { return name == def })
 	t.supported = append([]string{def}, t.supported...)
 	t.buildMatcher()
+	// Organization ids are ULIDs, which read the same in either case; the configuration
+	// lowercases map keys (viper does), so both are kept and looked up in lower case.
+	t.opts.OrgLocales = lowerKeys(opts.OrgLocales)
+	t.opts.Senders = lowerKeys(opts.Senders)
 	for org, loc := range opts.OrgLocales {
 		if _, ok := t.match(loc); !ok {
 			return nil, &TemplateError{fmt.Errorf("templates.org_locales: %s: no messages for locale %q (have %s)", org, loc, strings.Join(t.supported, ", "))}
@@ -309,7 +324,7 @@ func (t *Templates) LocaleFor(orgID string, userLocales ...string) string {
 			return l
 		}
 	}
-	if l, ok := t.match(t.opts.OrgLocales[orgID]); ok {
+	if l, ok := t.match(t.opts.OrgLocales[strings.ToLower(orgID)]); ok {
 		return l
 	}
 	return t.supported[0]
@@ -577,7 +592,8 @@ func (t *Templates) render(kt *kindTemplates, data Data, locale string) (Rendere
 	if err := kt.text.Execute(text, data); err != nil {
 		return Rendered{}, fmt.Errorf("render %s text: %w", data.Kind, err)
 	}
-	return Rendered{Subject: data.Subject, HTML: html.String(), Text: tidyText(text.Bytes())}, nil
+	return Rendered{Subject: data.Subject, HTML: html.String(), Text: tidyText(text.Bytes()),
+		Sender: t.opts.Senders[strings.ToLower(data.OrganizationID)]}, nil
 }
 
 // tidyText trims trailing spaces from lines and runs of blank lines a template's conditionals
@@ -689,4 +705,12 @@ func variantNote(variant string) string {
 		return ""
 	}
 	return " (variant " + variant + ")"
+}
+
+func lowerKeys[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
 }

@@ -56,7 +56,7 @@ func (w *Worker) attempt(ctx context.Context, ev *Event, d *delivery, log *zap.L
 		return d.end(store.Dead, ReasonRenderFailed, err.Error()), nil
 	}
 	return w.send(ctx, k, ev, obj, d, mailer.Message{To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
-		EventID: ev.ID, Kind: k.Name, Date: now}, log)
+		EventID: ev.ID, Kind: k.Name, Date: now, Sender: rendered.Sender}, log)
 }
 
 // screen is what can be decided before any WorkOS call, from the event and the store: a kind

@@ -408,5 +408,5 @@ func (w *Worker) attemptRequest(ctx context.Context, ev *Event, d *delivery, log
 		return d.end(store.Dead, ReasonRenderFailed, err.Error()), nil
 	}
 	return w.send(ctx, k, ev, obj, d, mailer.Message{To: to, Subject: rendered.Subject, HTML: rendered.HTML, Text: rendered.Text,
-		EventID: ev.ID, Kind: k.Name, Date: now}, log)
+		EventID: ev.ID, Kind: k.Name, Date: now, Sender: rendered.Sender}, log)
 }

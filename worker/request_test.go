@@ -16,6 +16,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 	"github.com/workos-emailer/workos-emailer/internal/sealed"
 	"github.com/workos-emailer/workos-emailer/kinds"
+	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -373,5 +374,35 @@ func TestMalformedSessionIDIsDeadNotAStoreFailure(t *testing.T) {
 	}
 	if d := h.delivery(good.ID); d.State != store.Sent {
 		t.Errorf("the next request after it: %+v", d)
+	}
+}
+
+// An organization's own sender goes with every email of the organization: an invitation (its
+// event names the organization) and a Magic Link requested for it; others keep the mailer's.
+func TestOrganizationSenders(t *testing.T) {
+	h := newHarness(t)
+	h.enableRequests()
+	org := h.wos.AddOrganization("Globex")
+	h.templates = mustTemplates(t, mailer.TemplateOptions{Brand: mailer.Brand{Name: "Acme"},
+		Senders: map[string]mailer.Sender{strings.ToLower(org): {From: "Globex <no-reply@globex.example>", ReplyTo: "help@globex.example", ConfigurationSet: "globex"}}})
+	inv, _, _ := h.wos.AddInvitation(fakeworkosInvitation("inv@example.com", org))
+	other, _, _ := h.wos.AddInvitation(fakeworkosInvitation("plain@example.com", ""))
+	h.accept(h.worker(), Request{Email: "ml@example.com", OrganizationID: org}, "")
+	h.run()
+	assertState(t, h, inv, store.Sent, "")
+	assertState(t, h, other, store.Sent, "")
+	for to, want := range map[string][3]string{
+		"inv@example.com":   {"Globex <no-reply@globex.example>", "help@globex.example", "globex"},
+		"ml@example.com":    {"Globex <no-reply@globex.example>", "help@globex.example", "globex"},
+		"plain@example.com": {"Acme <no-reply@acme.example>", "help@acme.example", "transactional"},
+	} {
+		msgs := h.sentTo(to)
+		if len(msgs) != 1 {
+			t.Fatalf("%s: %d emails", to, len(msgs))
+		}
+		m := msgs[0]
+		if m.From != want[0] || len(m.ReplyTo) != 1 || m.ReplyTo[0] != want[1] || m.ConfigurationSet != want[2] {
+			t.Errorf("%s: from %q, reply-to %v, configuration set %q; want %v", to, m.From, m.ReplyTo, m.ConfigurationSet, want)
+		}
 	}
 }

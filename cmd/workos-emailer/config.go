@@ -22,6 +22,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
 	"github.com/workos-emailer/workos-emailer/worker"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // Config mirrors the YAML keys of CONTRACT.md.
@@ -92,6 +93,14 @@ type Config struct {
 	Admin struct {
 		Listen string `mapstructure:"listen"`
 	} `mapstructure:"admin"`
+	// Organizations are each organization's own settings: the locale its emails are written in
+	// (as templates.org_locales, which still works) and its sender.
+	Organizations map[string]struct {
+		Locale           string `mapstructure:"locale"`
+		From             string `mapstructure:"from"`
+		ReplyTo          string `mapstructure:"reply_to"`
+		ConfigurationSet string `mapstructure:"configuration_set"`
+	} `mapstructure:"organizations"`
 	API struct {
 		Listen        string `mapstructure:"listen"`
 		Token         string `mapstructure:"token"`
@@ -111,6 +120,7 @@ type Config struct {
 	previewOnly    bool // loaded for render: nothing is sent
 	logLevel       zapcore.Level
 	apiTokens      []string // api.token (or token_file), then api.previous_token when set
+	senders        map[string]mailer.Sender
 	configFileUsed string
 }
 
@@ -132,6 +142,7 @@ func defaults(v *viper.Viper) {
 		"delivery.concurrency": worker.DefaultConcurrency, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",
 		"delivery.on_ambiguous": worker.OnAmbiguousHold,
 		"events.enabled":        kinds.Defaults(),
+		"organizations":         map[string]any{},
 		"templates.dir":         "", "templates.default_locale": "en", "templates.org_locales": map[string]string{},
 		"templates.time_zone": "UTC", "templates.user_locale_key": "",
 		"links.invitation_url": "", "links.password_reset_url": "", "links.app_url": "",
@@ -377,6 +388,9 @@ func (c *Config) validate() error {
 	if err := c.validateAPI(); err != nil {
 		return err
 	}
+	if err := c.validateOrganizations(); err != nil {
+		return err
+	}
 	if c.logLevel, err = zapcore.ParseLevel(c.Log.Level); err != nil {
 		return keyErr("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
@@ -420,6 +434,43 @@ func (c *Config) validateSMTP() error {
 	}
 	if s.Password != "" && s.Username == "" {
 		return keyErr("mailer.smtp.username", "is required with a password")
+	}
+	return nil
+}
+
+// validateOrganizations checks organizations.*: ids of WorkOS organizations, senders that
+// parse like mailer.from, locales merged into templates.org_locales (whose messages
+// LoadTemplates checks).
+func (c *Config) validateOrganizations() error {
+	c.senders = map[string]mailer.Sender{}
+	if c.Templates.OrgLocales == nil {
+		c.Templates.OrgLocales = map[string]string{}
+	}
+	for id, o := range c.Organizations {
+		key := "organizations." + id
+		if !strings.HasPrefix(id, "org_") || !workosapi.ValidObjectID(id) {
+			return keyErr(key, "is not a WorkOS organization id (org_...)")
+		}
+		for _, a := range []struct{ name, value string }{{"from", o.From}, {"reply_to", o.ReplyTo}} {
+			if a.value == "" {
+				continue
+			}
+			if _, err := mailer.ParseSender(a.value); err != nil {
+				return keyErr(key+"."+a.name, "%v", err)
+			}
+		}
+		if strings.ContainsAny(o.ConfigurationSet, " \r\n") {
+			return keyErr(key+".configuration_set", "must be an SES configuration set name")
+		}
+		if o.Locale != "" {
+			if other, ok := c.Templates.OrgLocales[id]; ok && other != o.Locale {
+				return keyErr(key+".locale", "is %q, but templates.org_locales says %q: keep one", o.Locale, other)
+			}
+			c.Templates.OrgLocales[id] = o.Locale
+		}
+		if o.From != "" || o.ReplyTo != "" || o.ConfigurationSet != "" {
+			c.senders[id] = mailer.Sender{From: o.From, ReplyTo: o.ReplyTo, ConfigurationSet: o.ConfigurationSet}
+		}
 	}
 	return nil
 }
@@ -494,7 +545,7 @@ func brandFromSender(from string) string {
 // templateOptions is the templates.*, brand.* part of the configuration.
 func (c *Config) templateOptions() mailer.TemplateOptions {
 	return mailer.TemplateOptions{
-		Dir: c.Templates.Dir, DefaultLocale: c.Templates.DefaultLocale, OrgLocales: c.Templates.OrgLocales,
+		Dir: c.Templates.Dir, DefaultLocale: c.Templates.DefaultLocale, OrgLocales: c.Templates.OrgLocales, Senders: c.senders,
 		TimeZone: c.timeZone,
 		Brand: mailer.Brand{Name: c.Brand.Name, LogoURL: c.Brand.LogoURL,
 			PrimaryColor: c.Brand.PrimaryColor, SupportEmail: c.Brand.SupportEmail},

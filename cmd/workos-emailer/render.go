@@ -61,7 +61,7 @@ func newRenderCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			fmt.Fprintf(stderr, "subject: %s\nlocale: %s\ntemplates: %s\n", p.Subject, p.Locale, strings.Join(p.Files, ", "))
+			fmt.Fprintf(stderr, "from: %s\nsubject: %s\nlocale: %s\ntemplates: %s\n", orDefault(p.Sender.From, cfg.Mailer.From), p.Subject, p.Locale, strings.Join(p.Files, ", "))
 			if text {
 				_, err = io.WriteString(stdout, p.Text)
 			} else {

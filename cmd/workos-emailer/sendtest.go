@@ -76,7 +76,7 @@ func newSendTestCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			// The id names the .eml file (file driver) and the SES tag; no event has it.
 			id := "test-" + now.UTC().Format("20060102T150405.000Z")
 			msgID, err := sender.Send(cmd.Context(), mailer.Message{To: addr, Subject: testSubjectPrefix + p.Subject,
-				HTML: p.HTML, Text: p.Text, EventID: id, Kind: p.Kind, Date: now})
+				HTML: p.HTML, Text: p.Text, EventID: id, Kind: p.Kind, Date: now, Sender: p.Sender})
 			if err != nil {
 				return fmt.Errorf("send the test email through %s: %w", cfg.Mailer.Driver, err)
 			}

@@ -83,3 +83,46 @@ func TestSMTPConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// An organization with its own sender gets its emails from it, in its locale; the others from
+// mailer.from. render and send test say so too.
+func TestOrganizationSender(t *testing.T) {
+	isolate(t)
+	r, port := startRelay(t)
+	cfg := writeConfig(t, "mailer:\n  driver: smtp\n  from: \"Acme <no-reply@acme.example>\"\n  smtp:\n    host: 127.0.0.1\n    port: "+
+		strconv.Itoa(port)+"\n    tls: none\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    locale: de\n"+
+		"    from: \"Müller GmbH <no-reply@mueller.example>\"\n    reply_to: hilfe@mueller.example\n")
+	code, _, stderr := cli(t, context.Background(), "render", "invitation", "--org", "org_01H5JQDV7R7ATEYZDEG0W5PRYS", "--config", cfg)
+	if code != exitOK || !strings.Contains(stderr, "from: Müller GmbH <no-reply@mueller.example>") || !strings.Contains(stderr, "locale: de") {
+		t.Errorf("render --org: exit %d, %q", code, stderr)
+	}
+	for _, org := range []string{"org_01H5JQDV7R7ATEYZDEG0W5PRYS", ""} {
+		args := []string{"send", "test", "invitation", "--to", "me@example.com", "--config", cfg}
+		if org != "" {
+			args = append(args, "--org", org)
+		}
+		if code, _, stderr := cli(t, context.Background(), args...); code != exitOK {
+			t.Fatalf("send test --org %q: exit %d: %s", org, code, stderr)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.msgs) != 2 {
+		t.Fatalf("%d messages", len(r.msgs))
+	}
+	if m := r.msgs[0]; !strings.Contains(m, "no-reply@mueller.example>") || !strings.Contains(m, "Reply-To: hilfe@mueller.example") ||
+		!strings.Contains(m, "Einladung") {
+		t.Errorf("the organization's email:\n%s", m[:min(len(m), 600)])
+	}
+	if m := r.msgs[1]; !strings.Contains(m, "From: Acme <no-reply@acme.example>") || strings.Contains(m, "mueller") {
+		t.Errorf("the default email:\n%s", m[:min(len(m), 600)])
+	}
+	bad := writeConfig(t, "mailer:\n  driver: log\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    from: \"x@y.z\\r\\nBcc: e@vil.example\"\n")
+	if code, _, stderr := cli(t, context.Background(), "render", "invitation", "--config", bad); code != exitUsage || !strings.Contains(stderr, ".from") {
+		t.Errorf("a From with CR/LF: exit %d, %q", code, stderr)
+	}
+	clash := writeConfig(t, "mailer:\n  driver: log\ntemplates:\n  org_locales:\n    org_01ABC: fr\norganizations:\n  org_01ABC:\n    locale: de\n")
+	if code, _, stderr := cli(t, context.Background(), "render", "invitation", "--config", clash); code != exitUsage || !strings.Contains(stderr, "org_locales") {
+		t.Errorf("two locales for one organization: exit %d, %q", code, stderr)
+	}
+}
