@@ -348,3 +348,53 @@ func TestFoldedSubjectDecodesToItself(t *testing.T) {
 		}
 	}
 }
+
+// List-Unsubscribe is there only when configured; an https URL takes the one-click POST.
+func TestListUnsubscribeOnlyWhenConfigured(t *testing.T) {
+	for _, c := range []struct{ value, want, post string }{
+		{"", "", ""},
+		{"mailto:unsubscribe@acme.example", "<mailto:unsubscribe@acme.example>", ""},
+		{"https://acme.example/prefs?u=1", "<https://acme.example/prefs?u=1>", "List-Unsubscribe=One-Click"},
+	} {
+		dir := t.TempDir()
+		f := &File{Dir: dir, From: "a@acme.example", ListUnsubscribe: c.value}
+		id, err := f.Send(context.Background(), Message{To: "b@example.com", Subject: "s", HTML: "h", Text: "t", EventID: "event_1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := os.ReadFile(filepath.Join(dir, strings.TrimPrefix(id, "file:")))
+		msg, err := mail.ReadMessage(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, post := msg.Header.Get("List-Unsubscribe"), msg.Header.Get("List-Unsubscribe-Post"); got != c.want || post != c.post {
+			t.Errorf("%q: List-Unsubscribe %q, Post %q", c.value, got, post)
+		}
+	}
+	for _, bad := range []string{"http://acme.example/u", "acme.example", "mailto:", "https://a.example/x\r\nBcc: e@vil.example", "https://a.example/<x>"} {
+		if CheckListUnsubscribe(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestSESSendsListUnsubscribeOnlyWhenConfigured(t *testing.T) {
+	fake := fakeses.New()
+	url := fake.Start()
+	t.Cleanup(fake.Close)
+	for _, lu := range []string{"", "https://acme.example/prefs"} {
+		s, err := NewSES(context.Background(), SESOptions{Region: "eu-west-1", Endpoint: url, From: "a@acme.example", Timeout: time.Second,
+			ListUnsubscribe: lu, Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Send(context.Background(), Message{To: "b@example.com", Subject: "s", HTML: "h", Text: "t"}); err != nil {
+			t.Fatal(err)
+		}
+		msgs := fake.Messages()
+		h := msgs[len(msgs)-1].Headers
+		if lu == "" && len(h) != 0 || lu != "" && (h["List-Unsubscribe"] != "<"+lu+">" || h["List-Unsubscribe-Post"] == "") {
+			t.Errorf("%q: headers %v", lu, h)
+		}
+	}
+}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"mime/quotedprintable"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -16,7 +18,7 @@ import (
 // text then HTML, both UTF-8 quoted-printable, with Date, a Message-ID of our own (a duplicate
 // can be told downstream) and the event's id and kind. It returns the message and its
 // Message-ID.
-func compose(m Message, from, replyTo string) (raw []byte, messageID string, err error) {
+func compose(m Message, from, replyTo, listUnsubscribe string) (raw []byte, messageID string, err error) {
 	if _, err := ParseRecipient(m.To); err != nil {
 		return nil, "", err
 	}
@@ -47,6 +49,9 @@ func compose(m Message, from, replyTo string) (raw []byte, messageID string, err
 			return nil, "", fmt.Errorf("mailer.reply_to: %w", err)
 		}
 		h = append(h, struct{ k, v string }{"Reply-To", rt})
+	}
+	for _, kv := range ListUnsubscribeHeaders(listUnsubscribe) {
+		h = append(h, struct{ k, v string }{kv[0], kv[1]})
 	}
 	var head, body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -166,4 +171,32 @@ func HeaderAddress(s string) (string, error) {
 		}
 	}
 	return s, nil // ASCII, and parsed: as configured
+}
+
+// CheckListUnsubscribe checks mailer.list_unsubscribe: a mailto: address or an https URL, one
+// line, that can stand between angle brackets.
+func CheckListUnsubscribe(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case strings.ContainsAny(s, "\r\n<> "), err != nil:
+		return errors.New("must be one mailto: or https: URL without spaces or angle brackets")
+	case u.Scheme == "mailto" && u.Opaque != "":
+		return nil
+	case u.Scheme == "https" && u.Host != "":
+		return nil
+	}
+	return errors.New("must be a mailto: address or an https: URL")
+}
+
+// ListUnsubscribeHeaders are the headers of mailer.list_unsubscribe ("" gives none): an https
+// URL also takes RFC 8058's one-click POST, which mailbox providers ask of bulk senders.
+func ListUnsubscribeHeaders(s string) [][2]string {
+	if s == "" {
+		return nil
+	}
+	h := [][2]string{{"List-Unsubscribe", "<" + s + ">"}}
+	if strings.HasPrefix(s, "https:") {
+		h = append(h, [2]string{"List-Unsubscribe-Post", "List-Unsubscribe=One-Click"})
+	}
+	return h
 }

@@ -26,6 +26,8 @@ type SESOptions struct {
 	ConfigurationSet string
 	From             string
 	ReplyTo          string
+	// ListUnsubscribe is mailer.list_unsubscribe; "" adds no header.
+	ListUnsubscribe string
 	// Timeout bounds one SendEmail call. Default 30s.
 	Timeout time.Duration
 	// HTTPClient overrides the HTTP client (tests).
@@ -145,6 +147,9 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 	}
 	if replyTo != "" {
 		in.ReplyToAddresses = []string{replyTo}
+	}
+	for _, h := range ListUnsubscribeHeaders(s.opts.ListUnsubscribe) {
+		in.Content.Simple.Headers = append(in.Content.Simple.Headers, types.MessageHeader{Name: aws.String(h[0]), Value: aws.String(h[1])})
 	}
 	if set := or(m.Sender.ConfigurationSet, s.opts.ConfigurationSet); set != "" {
 		in.ConfigurationSetName = aws.String(set)

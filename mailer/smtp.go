@@ -31,6 +31,8 @@ type SMTPOptions struct {
 	TLS      string
 	From     string
 	ReplyTo  string
+	// ListUnsubscribe is mailer.list_unsubscribe; "" adds no header.
+	ListUnsubscribe string
 	// Timeout bounds each phase: the connection, each command, the message data. Default 30s.
 	Timeout time.Duration
 	// MaxConns bounds the connections open at once (delivery.concurrency); idle ones are kept
@@ -95,7 +97,7 @@ func isLoopbackHost(h string) bool {
 // (usually its queue id).
 func (s *SMTP) Send(ctx context.Context, m Message) (string, error) {
 	from := or(m.Sender.From, s.opts.From)
-	raw, messageID, err := compose(m, from, or(m.Sender.ReplyTo, s.opts.ReplyTo))
+	raw, messageID, err := compose(m, from, or(m.Sender.ReplyTo, s.opts.ReplyTo), s.opts.ListUnsubscribe)
 	if err != nil {
 		return "", &SendError{Class: Permanent, Err: err}
 	}

@@ -41,10 +41,11 @@ type Config struct {
 		Retention time.Duration `mapstructure:"retention"`
 	} `mapstructure:"store"`
 	Mailer struct {
-		Driver  string `mapstructure:"driver"`
-		From    string `mapstructure:"from"`
-		ReplyTo string `mapstructure:"reply_to"`
-		SES     struct {
+		Driver          string `mapstructure:"driver"`
+		From            string `mapstructure:"from"`
+		ReplyTo         string `mapstructure:"reply_to"`
+		ListUnsubscribe string `mapstructure:"list_unsubscribe"`
+		SES             struct {
 			Region           string  `mapstructure:"region"`
 			Endpoint         string  `mapstructure:"endpoint"`
 			ConfigurationSet string  `mapstructure:"configuration_set"`
@@ -134,7 +135,7 @@ func defaults(v *viper.Viper) {
 		"workos.api_key": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
 		"workos.page_size": 100, "workos.start": "now", "workos.max_requests_per_second": 50,
 		"store.path": storePath, "store.retention": "45d",
-		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "",
+		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "", "mailer.list_unsubscribe": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
 		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
 		"mailer.smtp.host": "", "mailer.smtp.port": 587, "mailer.smtp.username": "", "mailer.smtp.password": "",
@@ -319,6 +320,11 @@ func (c *Config) validate() error {
 	if c.Mailer.ReplyTo != "" {
 		if _, err := mailer.ParseSender(c.Mailer.ReplyTo); err != nil {
 			return keyErr("mailer.reply_to", "%v", err)
+		}
+	}
+	if c.Mailer.ListUnsubscribe != "" {
+		if err := mailer.CheckListUnsubscribe(c.Mailer.ListUnsubscribe); err != nil {
+			return keyErr("mailer.list_unsubscribe", "%v", err)
 		}
 	}
 	if c.Mailer.SES.MaxSendRate < 0 {

@@ -322,13 +322,14 @@ func workerOptions(cfg *Config) worker.Options {
 func newSender(ctx context.Context, cfg *Config, log *zap.Logger) (worker.Sender, error) {
 	switch cfg.Mailer.Driver {
 	case "file":
-		return &mailer.File{Dir: cfg.Mailer.File.Dir, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo}, nil
+		return &mailer.File{Dir: cfg.Mailer.File.Dir, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo, ListUnsubscribe: cfg.Mailer.ListUnsubscribe}, nil
 	case "log":
 		return &mailer.Log{Logger: log}, nil
 	case "smtp":
 		s := cfg.Mailer.SMTP
 		smtp, err := mailer.NewSMTP(mailer.SMTPOptions{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password,
-			TLS: s.TLS, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo, MaxConns: cfg.Delivery.Concurrency})
+			TLS: s.TLS, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo, ListUnsubscribe: cfg.Mailer.ListUnsubscribe,
+			MaxConns: cfg.Delivery.Concurrency})
 		if err != nil {
 			return nil, configError{err}
 		}
@@ -337,6 +338,7 @@ func newSender(ctx context.Context, cfg *Config, log *zap.Logger) (worker.Sender
 	ses, err := mailer.NewSES(ctx, mailer.SESOptions{
 		Region: cfg.Mailer.SES.Region, Endpoint: cfg.Mailer.SES.Endpoint,
 		ConfigurationSet: cfg.Mailer.SES.ConfigurationSet, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo,
+		ListUnsubscribe: cfg.Mailer.ListUnsubscribe,
 	})
 	if err != nil {
 		return nil, configError{fmt.Errorf("mailer.ses: %w", err)}

@@ -22,6 +22,9 @@ type Message struct {
 	Text             string
 	ConfigurationSet string
 	Tags             map[string]string
+	// Headers are the message's own headers (Simple.Headers), by name; nil: none. Accept
+	// does not read them.
+	Headers map[string]string
 }
 
 // Server is a fake SES v2 endpoint.
@@ -82,6 +85,7 @@ type sendEmailInput struct {
 		Simple *struct {
 			Subject content
 			Body    struct{ Html, Text *content }
+			Headers []struct{ Name, Value string }
 		}
 	}
 	ConfigurationSetName string
@@ -128,6 +132,12 @@ func (s *Server) sendEmail(w http.ResponseWriter, r *http.Request) {
 	m := Message{
 		From: in.FromEmailAddress, To: in.Destination.ToAddresses, ReplyTo: in.ReplyToAddresses,
 		Subject: in.Content.Simple.Subject.Data, ConfigurationSet: in.ConfigurationSetName, Tags: map[string]string{},
+	}
+	for _, h := range in.Content.Simple.Headers {
+		if m.Headers == nil {
+			m.Headers = map[string]string{}
+		}
+		m.Headers[h.Name] = h.Value
 	}
 	if b := in.Content.Simple.Body.Html; b != nil {
 		m.HTML = b.Data
