@@ -11,6 +11,7 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+	"go.uber.org/zap"
 )
 
 // relay is emersion/go-smtp's server on loopback, without TLS (mailer.smtp.tls: none is for
@@ -124,5 +125,29 @@ func TestOrganizationSender(t *testing.T) {
 	clash := writeConfig(t, "mailer:\n  driver: log\ntemplates:\n  org_locales:\n    org_01ABC: fr\norganizations:\n  org_01ABC:\n    locale: de\n")
 	if code, _, stderr := cli(t, context.Background(), "render", "invitation", "--config", clash); code != exitUsage || !strings.Contains(stderr, "org_locales") {
 		t.Errorf("two locales for one organization: exit %d, %q", code, stderr)
+	}
+}
+
+// mailer.smtp.max_send_rate paces SMTP sends through the send limiter; 0 leaves them unpaced.
+func TestSMTPPacing(t *testing.T) {
+	isolate(t)
+	for _, rate := range []float64{0, 5} {
+		cfg, err := loadConfig(writeConfig(t, "mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: 127.0.0.1\n    tls: none\n    max_send_rate: "+
+			strconv.FormatFloat(rate, 'f', -1, 64)+"\n"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sender, err := newSender(context.Background(), cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts, obs := workerOptions(cfg), &daemonObs{}
+		paceSES(cfg, sender, &opts, obs, zap.NewNop())
+		switch {
+		case rate == 0 && opts.Limiter != nil:
+			t.Error("max_send_rate 0 paced the sends")
+		case rate > 0 && (opts.Limiter == nil || obs.limitStatus().Rate != rate):
+			t.Errorf("max_send_rate %v: limiter %v", rate, obs.limitStatus())
+		}
 	}
 }
