@@ -76,6 +76,8 @@ type SendError struct {
 	// error, a connection that never reached SES. It does not count against max_attempts.
 	Unavailable bool
 	Err         error
+	// firstCommand: SMTP failed at MAIL FROM, before anything of the message was sent.
+	firstCommand bool
 }
 
 func (e *SendError) Error() string {

@@ -109,7 +109,7 @@ func encodeHeader(field, s string) string {
 		}
 		words = append(words, qWord(string(runes[:n])))
 		runes = runes[n:]
-		avail = 78 - 1 // a continuation line starts with a space
+		avail = 75 // RFC 2047's limit for one encoded-word; the line with its space stays within 78
 	}
 	return strings.Join(words, "\r\n ")
 }

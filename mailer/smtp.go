@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -134,9 +135,9 @@ func (s *SMTP) Send(ctx context.Context, m Message) (string, error) {
 		case err == nil:
 			s.release(c, true)
 			return strings.TrimSpace(messageID + " " + truncateAnswer(RedactAddresses(answer))), nil
-		case reused && errors.As(err, &se) && se.Code == codeConnLost:
-			// An idle connection the relay closed meanwhile: nothing was sent on it. Its slot
-			// passes to the new one.
+		case reused && errors.As(err, &se) && (se.Code == codeConnLost || se.firstCommand):
+			// An idle connection the relay closed meanwhile (or timed out with a 421 at the
+			// first command): nothing was sent on it. Its slot passes to the new one.
 			_ = c.Close()
 			c, reused = nil, false
 			continue
@@ -162,7 +163,9 @@ func (s *SMTP) Close() error {
 	for {
 		select {
 		case c := <-s.idle:
+			_ = c.UpdateDeadline(5 * time.Second)
 			_ = c.Quit()
+			_ = c.Close()
 			<-s.slots
 		default:
 			return nil
@@ -214,13 +217,21 @@ func (s *SMTP) dial(ctx context.Context) (*smtp.Client, error) {
 				"which mailer.smtp.tls: starttls requires (use implicit for port 465; none only for a loopback relay)", addr)}
 		}
 		if err := c.StartTLS(tlsConf); err != nil {
+			var cert *tls.CertificateVerificationError
+			if errors.As(err, &cert) {
+				_ = c.Close()
+				return nil, &SendError{Class: Paused, Code: "SMTP certificate", Err: fmt.Errorf("the SMTP relay's certificate "+
+					"does not verify for %s: %w", s.opts.Host, err)}
+			}
 			return fail("STARTTLS", err)
 		}
 	}
 	if s.opts.Username != "" {
 		if err := c.Auth(smtp.PlainAuth("", s.opts.Username, s.opts.Password, s.opts.Host, s.opts.TLS == SMTPNoTLS)); err != nil {
 			var reply *textproto.Error
-			if errors.As(err, &reply) || !isNetError(err) { // any refusal, temporary (454) or not
+			// Any refusal (temporary, 454, or not), or the client's own refusal to send the
+			// password unencrypted; a connection lost meanwhile is only that.
+			if errors.As(err, &reply) || !isNetError(err) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				_ = c.Close()
 				return nil, &SendError{Class: Paused, Code: "SMTP auth", Err: fmt.Errorf("the SMTP relay refuses mailer.smtp.username "+
 					"and password: %w", redacted{err})}
@@ -242,10 +253,15 @@ func (s *SMTP) transact(c *smtp.Client, from, to string, raw []byte) (answer str
 		}
 		return nil
 	}
-	if err := step("MAIL FROM", func() error { return c.Mail(from) }); err != nil {
+	// go-mail's low-level client writes the path as given; RFC 5321 wants it in angle brackets.
+	if err := step("MAIL FROM", func() error { return c.Mail("<" + from + ">") }); err != nil {
+		var se *SendError
+		if errors.As(err, &se) {
+			se.firstCommand = true
+		}
 		return "", err
 	}
-	if err := step("RCPT TO", func() error { return c.Rcpt(to) }); err != nil {
+	if err := step("RCPT TO", func() error { return c.Rcpt("<" + to + ">") }); err != nil {
 		return "", err
 	}
 	var w interface {
@@ -262,8 +278,15 @@ func (s *SMTP) transact(c *smtp.Client, from, to string, raw []byte) (answer str
 		// Without its final "." no relay accepts a message.
 		return "", &SendError{Class: Retry, Unavailable: true, Code: codeConnLost, Err: fmt.Errorf("SMTP relay: writing the message failed: %w", err)}
 	}
+	// The relay may take a while to queue the message: the reply gets its own deadline.
+	if err := c.UpdateDeadline(s.opts.Timeout); err != nil {
+		return "", &SendError{Class: Retry, Unavailable: true, Code: codeConnLost, Err: err}
+	}
 	if err := w.Close(); err != nil {
 		var reply *textproto.Error
+		if errors.As(err, &reply) && reply.Code >= 200 && reply.Code < 300 {
+			return reply.Msg, nil // 251, 252: taken, if not with 250
+		}
 		if !errors.As(err, &reply) {
 			return "", &SendError{Class: Ambiguous, Err: fmt.Errorf("SMTP relay: no answer after the message was sent "+
 				"(it may have been accepted): %w", err)}

@@ -244,28 +244,51 @@ func TestSMTPAccountProblemsPause(t *testing.T) {
 
 // scripted is an SMTP server that answers as told, for the faults a real relay shows only by
 // accident: replies are keyed by the command's verb ("GREETING", "MAIL", "RCPT", "DATA", "END"
-// for the final "."); "DROP" closes the connection instead of answering.
-func scripted(t *testing.T, replies map[string]string) int {
+// for the final "."), or by the verb and its count on the connection ("MAIL#2"); "DROP" closes
+// the connection instead of answering. It keeps the envelope commands it got.
+type scriptedServer struct {
+	port  int
+	mu    sync.Mutex
+	lines []string
+	conns atomic.Int32
+}
+
+func (s *scriptedServer) got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.lines...)
+}
+
+func scripted(t *testing.T, replies map[string]string) int { return scriptedWith(t, replies).port }
+
+func scriptedWith(t *testing.T, replies map[string]string) *scriptedServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	reply := func(verb, def string) string {
-		if r, ok := replies[verb]; ok {
-			return r
-		}
-		return def
-	}
+	srv := &scriptedServer{port: ln.Addr().(*net.TCPAddr).Port}
 	go func() {
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			srv.conns.Add(1)
 			go func() {
 				defer conn.Close()
+				counts := map[string]int{}
+				reply := func(verb, def string) string {
+					counts[verb]++
+					if r, ok := replies[verb+"#"+strconv.Itoa(counts[verb])]; ok {
+						return r
+					}
+					if r, ok := replies[verb]; ok {
+						return r
+					}
+					return def
+				}
 				r := bufio.NewReader(conn)
 				say := func(line string) bool {
 					if line == "DROP" {
@@ -289,6 +312,9 @@ func scripted(t *testing.T, replies map[string]string) int {
 							return
 						}
 					case "MAIL", "RCPT":
+						srv.mu.Lock()
+						srv.lines = append(srv.lines, strings.TrimRight(line, "\r\n"))
+						srv.mu.Unlock()
 						if !say(reply(verb, "250 ok")) {
 							return
 						}
@@ -324,7 +350,7 @@ func scripted(t *testing.T, replies map[string]string) int {
 			}()
 		}
 	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return srv
 }
 
 func TestSMTPClassifiesEachReply(t *testing.T) {
@@ -379,5 +405,29 @@ func TestSMTPReplacesAClosedIdleConnection(t *testing.T) {
 	}
 	if n := len(sk.messages); n != 2 {
 		t.Errorf("%d messages", n)
+	}
+}
+
+// The envelope is in RFC 5321's angle brackets; a relay's 421 on an idle connection (its
+// timeout) costs a new connection, not a pause; a 251 after the data is a send.
+func TestSMTPEnvelopeIdleTimeoutAnd251(t *testing.T) {
+	srv := scriptedWith(t, map[string]string{"MAIL#2": "421 4.4.2 idle timeout", "END#1": "251 2.1.5 forwarded"})
+	s, err := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: srv.port, TLS: SMTPNoTLS, From: "Acme <no-reply@acme.example>", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := Message{To: "grace@example.com", Subject: "s", Text: "t", HTML: "h"}
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatalf("a 251 after the data: %v", err)
+	}
+	if _, err := s.Send(context.Background(), m); err != nil {
+		t.Fatalf("after the relay's idle timeout: %v (%v)", err, ClassOf(err))
+	}
+	if n := srv.conns.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (the timed-out one replaced)", n)
+	}
+	got := srv.got()
+	if len(got) < 2 || !strings.HasPrefix(got[0], "MAIL FROM:<no-reply@acme.example>") || got[1] != "RCPT TO:<grace@example.com>" {
+		t.Errorf("envelope %q", got)
 	}
 }
