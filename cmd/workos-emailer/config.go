@@ -183,6 +183,9 @@ func loadConfigFor(path string, explicit, preview bool) (*Config, error) {
 	if err := v.BindEnv("workos.api_key", "WORKOS_EMAILER_WORKOS_API_KEY", "WORKOS_API_KEY"); err != nil {
 		return nil, err
 	}
+	if err := checkEnvironment(v); err != nil {
+		return nil, err
+	}
 	file := ""
 	if explicit {
 		file = path
@@ -205,11 +208,82 @@ func loadConfigFor(path string, explicit, preview bool) (*Config, error) {
 	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationWithDaysHook, mapstructure.StringToSliceHookFunc(","))))
 	if err != nil {
-		return nil, configError{fmt.Errorf("%s: %w", orDefault(file, "environment"), err)}
+		return nil, configError{fmt.Errorf("%s: %w%s", orDefault(file, "environment"), err, decodeHint(err))}
 	}
 	cfg.configFileUsed = file
 	cfg.previewOnly = preview
-	return &cfg, cfg.validate()
+	if err := cfg.validate(); err != nil {
+		var ce configError
+		if file == "" && errors.As(err, &ce) {
+			err = configError{fmt.Errorf("%w (no config file: none at ./config.yaml or /etc/workos-emailer/config.yaml, "+
+				"and no --config)", ce.err)}
+		}
+		return &cfg, err
+	}
+	return &cfg, nil
+}
+
+// envNotConfig are the WORKOS_EMAILER_* variables that are not configuration keys.
+var envNotConfig = []string{"WORKOS_EMAILER_FAILPOINTS"}
+
+// checkEnvironment refuses a WORKOS_EMAILER_* variable that names no key, as UnmarshalExact
+// refuses an unknown YAML key: a misspelt one would otherwise be ignored without a word.
+func checkEnvironment(v *viper.Viper) error {
+	known := map[string]string{}
+	for _, key := range v.AllKeys() {
+		known["WORKOS_EMAILER_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = key
+	}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "WORKOS_EMAILER_") || slices.Contains(envNotConfig, name) {
+			continue
+		}
+		if _, ok := known[name]; ok {
+			continue
+		}
+		best, bestDist := "", 1<<30
+		for env := range known {
+			if d := editDistance(name, env); d < bestDist || d == bestDist && env < best {
+				best, bestDist = env, d
+			}
+		}
+		hint := ""
+		if bestDist <= 4 {
+			hint = fmt.Sprintf("; did you mean %s (%s)?", best, known[best])
+		}
+		return configError{fmt.Errorf("environment variable %s names no configuration key%s", name, hint)}
+	}
+	return nil
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// decodeHint explains the decoding errors YAML's own types cause: an unquoted date, which YAML
+// reads as a time rather than text.
+func decodeHint(err error) string {
+	if strings.Contains(err.Error(), "time.Time") || strings.Contains(err.Error(), "workos.start") && strings.Contains(err.Error(), "expected type 'string'") {
+		return ` (quote the time, e.g. start: "2026-11-01T00:00:00Z": unquoted, YAML reads it as a date, not text)`
+	}
+	return ""
 }
 
 func orDefault(s, d string) string {
@@ -247,10 +321,22 @@ func parseDuration(s string) (time.Duration, error) {
 }
 
 func durationWithDaysHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf(time.Duration(0)) || from.Kind() != reflect.String {
+	if to != reflect.TypeOf(time.Duration(0)) {
 		return data, nil
 	}
-	return parseDuration(data.(string))
+	switch from.Kind() {
+	case reflect.String:
+		return parseDuration(data.(string))
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Uint, reflect.Uint8, reflect.Uint16,
+		reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		// A bare number would be nanoseconds: poll_interval: 1 would poll WorkOS thousands of
+		// times a second.
+		if reflect.ValueOf(data).IsZero() {
+			return time.Duration(0), nil
+		}
+		return nil, fmt.Errorf("%v has no unit; write it with one, e.g. %vs, %vm or %vd", data, data, data, data)
+	}
+	return data, nil
 }
 
 var hexColor = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)

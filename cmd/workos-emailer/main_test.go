@@ -100,6 +100,10 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"send API on the admin port", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9464\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.listen"},
 		{"send API listen", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: localhost\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.listen"},
 		{"previous token is the token", "workos:\n  api_key: k\nmailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  previous_token: " + testAPIToken + "\n", "WORKOS_EMAILER_API_TOKEN=" + testAPIToken, "api.previous_token"},
+		{"a bare number as a duration", "workos:\n  api_key: k\n  poll_interval: 1\nmailer:\n  driver: log\n", "", "has no unit"},
+		{"a bare number as an age", "workos:\n  api_key: k\nmailer:\n  driver: log\ndelivery:\n  max_event_age: 10\n", "", "max_event_age"},
+		{"misspelt environment variable", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_MAILER_SES_ENDPONT=http://127.0.0.1:1", "did you mean WORKOS_EMAILER_MAILER_SES_ENDPOINT"},
+		{"unquoted date", "workos:\n  api_key: k\n  start: 2026-11-01T00:00:00Z\nmailer:\n  driver: log\n", "", "quote the time"},
 		{"magic_link without the send API", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [magic_auth, magic_link]\n", "", "api.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -459,4 +463,13 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// With no config file anywhere, an error says where it looked.
+func TestNoConfigFileSaysWhereItLooked(t *testing.T) {
+	isolate(t)
+	code, _, stderr := cli(t, context.Background(), "run")
+	if code != exitUsage || !strings.Contains(stderr, "no config file: none at ./config.yaml or /etc/workos-emailer/config.yaml") {
+		t.Errorf("exit %d, %q", code, stderr)
+	}
 }

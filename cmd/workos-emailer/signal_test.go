@@ -16,7 +16,7 @@ import (
 // In the helper process: wait for shutdown like the daemon does, but never finish draining, so
 // only a second signal can end it.
 func TestMain(m *testing.M) {
-	if os.Getenv("WORKOS_EMAILER_SIGNAL_HELPER") == "1" {
+	if os.Getenv("SIGNAL_TEST_HELPER") == "1" {
 		ctx, stop := shutdownContext(context.Background(), zap.NewNop())
 		defer stop()
 		os.Stdout.WriteString("ready\n")
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 
 func TestFirstSignalDrainsSecondExitsAtOnce(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "WORKOS_EMAILER_SIGNAL_HELPER=1")
+	cmd.Env = append(os.Environ(), "SIGNAL_TEST_HELPER=1")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
