@@ -172,9 +172,12 @@ func Open(path string, opts Options) (s *Store, err error) {
 		return nil, fmt.Errorf("open store %s: %w: the file is empty (0 bytes); if this is a new install "+
 			"whose first start was interrupted, delete the file; otherwise %s", path, ErrDamaged, damagedHint)
 	}
-	if !opts.ReadOnly {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, openError(path, err)
+	if !exists && !opts.ReadOnly {
+		// A new store only in a directory that exists: a typo in store.path must not start a
+		// fresh store, which forgets the cursor and what was sent.
+		if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("open store %s: the directory %s does not exist; create it if this is a new install, "+
+				"or correct store.path (a fresh store forgets the cursor and which emails went out)", path, filepath.Dir(path))
 		}
 	}
 	// bbolt panics on some damaged pages (a bad freelist on open, a page that names the wrong id

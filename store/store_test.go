@@ -286,3 +286,16 @@ func BenchmarkOpen100k(b *testing.B) {
 		})
 	}
 }
+
+// A new store is made only in a directory that exists: a typo in store.path must not start a
+// fresh store that forgets what was sent.
+func TestNewStoreNeedsAnExistingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	_, err := Open(filepath.Join(dir, "state.db"), Options{})
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("open in a missing directory: %v", err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("the directory was created")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/viper"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/workos-emailer/workos-emailer/internal/failpoint"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
@@ -223,9 +224,6 @@ func loadConfigFor(path string, explicit, preview bool) (*Config, error) {
 	return &cfg, nil
 }
 
-// envNotConfig are the WORKOS_EMAILER_* variables that are not configuration keys.
-var envNotConfig = []string{"WORKOS_EMAILER_FAILPOINTS"}
-
 // checkEnvironment refuses a WORKOS_EMAILER_* variable that names no key, as UnmarshalExact
 // refuses an unknown YAML key: a misspelt one would otherwise be ignored without a word.
 func checkEnvironment(v *viper.Viper) error {
@@ -235,7 +233,8 @@ func checkEnvironment(v *viper.Viper) error {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "WORKOS_EMAILER_") || slices.Contains(envNotConfig, name) {
+		// The failpoint switch exists only in test builds (internal/failpoint).
+		if !strings.HasPrefix(name, "WORKOS_EMAILER_") || failpoint.IsEnv(name) {
 			continue
 		}
 		if _, ok := known[name]; ok {

@@ -88,6 +88,9 @@ func runDemo(ctx context.Context, dir string, out io.Writer, log *zap.Logger) er
 			return fmt.Errorf("clean demo directory %s: %w", dir, err)
 		}
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create demo directory %s: %w", dir, err)
+	}
 	fw := fakeworkos.New("sk_test_demo")
 	demoScenario(fw, time.Now())
 	url := fw.Start()

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
@@ -206,9 +207,14 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	_, statErr := os.Stat(cfg.Store.Path)
 	st, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})
 	if err != nil {
 		return err
+	}
+	if errors.Is(statErr, fs.ErrNotExist) {
+		log.Warn("created a new store: nothing was sent from it before, and polling starts at workos.start; if a store "+
+			"existed, store.path does not name it", zap.String("store", cfg.Store.Path), zap.String("start", cfg.WorkOS.Start))
 	}
 	defer func() {
 		if err := st.Close(); err != nil {

@@ -59,3 +59,6 @@ func Hit(name string) {
 		select {} // the signal is delivered asynchronously; never return into the send path
 	}
 }
+
+// IsEnv reports whether name is the variable that arms failpoints (Env).
+func IsEnv(name string) bool { return name == Env }
