@@ -116,7 +116,7 @@ func TestPreviewGalleryInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Willkommen im Team von Acme Robotics", "日本語", "Português (Brasil)", org + "/de/invitation.html"} {
+	for _, want := range []string{"Willkommen im Team von Globex Robotics", "日本語", "Português (Brasil)", org + "/de/invitation.html"} {
 		if !strings.Contains(string(index), want) {
 			t.Errorf("the gallery lacks %q", want)
 		}

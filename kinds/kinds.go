@@ -146,9 +146,9 @@ var All = []Kind{
 		MatchEventEmail: true, Names: true,
 		Samples: []Sample{
 			{Link: "https://auth.example.com/invite?invitation_token=" + sampleToken, ExpiresIn: 7 * 24 * time.Hour,
-				OrganizationName: "Acme Robotics", InviterName: "Ada Lovelace", InviterEmail: "ada@acme.example"},
+				OrganizationName: "Globex Robotics", InviterName: "Ada Lovelace", InviterEmail: "ada@acme.example"},
 			{Variant: "reminder", Link: "https://auth.example.com/invite?invitation_token=" + sampleToken, ExpiresIn: 5 * 24 * time.Hour,
-				OrganizationName: "Acme Robotics", InviterName: "Ada Lovelace", InviterEmail: "ada@acme.example", Resent: true},
+				OrganizationName: "Globex Robotics", InviterName: "Ada Lovelace", InviterEmail: "ada@acme.example", Resent: true},
 		},
 	},
 	{

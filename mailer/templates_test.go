@@ -183,9 +183,9 @@ func TestExpiryInTheReadersLanguage(t *testing.T) {
 		{"en", kinds.Invitation, []string{"expires in 7 days, on Sunday, November 29, 2026 at 10:00 AM UTC"}},
 		{"de", kinds.Invitation, []string{"läuft in 7 Tagen ab (am Sonntag, 29. November 2026 um 10:00 UTC)"}},
 		{"fr", kinds.Invitation, []string{"expire dans 7 jours, le dimanche 29 novembre 2026 à 10:00 UTC"}},
-		{"es", kinds.Invitation, []string{"expira en 7 días, el domingo, 29 de noviembre de 2026, 10:00 UTC"}},
+		{"es", kinds.Invitation, []string{"expira en 7 días, el domingo 29 de noviembre de 2026 a las 10:00 UTC"}},
 		{"pt-BR", kinds.Invitation, []string{"expira em 7 dias, no dia 29 de novembro de 2026 às 10:00 UTC"}},
-		{"ja", kinds.Invitation, []string{"有効期限は7日間（2026年11月29日(日) 10:00 UTCまで）"}},
+		{"ja", kinds.Invitation, []string{"有効期限は7日間（2026年11月29日（日）10:00 UTCまで）"}},
 		{"en", kinds.PasswordReset, []string{"expires in 1 hour"}},
 		{"de", kinds.PasswordReset, []string{"läuft in 1 Stunde ab"}},
 		{"fr", kinds.EmailVerification, []string{"expire dans 24 heures"}},
@@ -436,9 +436,9 @@ func TestOverrideLookupOrder(t *testing.T) {
 	}{
 		{"org_1", "", "ORG-DE", "ORG-TEXT", "DE-SUBJECT"},    // every level of org_1
 		{"org_1", "fr", "ORG", "ORG-TEXT", "Invitation"},     // org_1 without French: its own, then built-in French
-		{"org_3", "", "DE", "Treten Sie Acme", "DE-SUBJECT"}, // no directory: the locale's
-		{"", "", "DEFAULT", "Join Acme", "You're invited"},   // neither
-		{"org_2", "", "ORG2-LAYOUT DEFAULT", "Join Acme", "You're invited"},
+		{"org_3", "", "DE", "Treten Sie Globex", "DE-SUBJECT"}, // no directory: the locale's
+		{"", "", "DEFAULT", "Join Globex", "You're invited"},   // neither
+		{"org_2", "", "ORG2-LAYOUT DEFAULT", "Join Globex", "You're invited"},
 	} {
 		d := SampleData(kinds.Invitation, sampleNow)
 		d.OrganizationID, d.UserLocales = tc.org, []string{tc.user}

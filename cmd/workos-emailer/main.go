@@ -127,7 +127,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 			Short: "Print version, commit and Go version",
 			Args:  noArgs,
 			Run: func(cmd *cobra.Command, _ []string) {
-				fmt.Fprintf(stdout, "workos-emailer %s (commit %s, %s)\n", version, buildCommit(), runtime.Version())
+				if c := buildCommit(); c != version {
+					fmt.Fprintf(stdout, "workos-emailer %s (commit %s, %s)\n", version, c, runtime.Version())
+				} else { // a build between releases is named after its commit: once is enough
+					fmt.Fprintf(stdout, "workos-emailer %s (%s)\n", version, runtime.Version())
+				}
 			},
 		},
 	)

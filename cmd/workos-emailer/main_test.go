@@ -184,7 +184,7 @@ func TestRender(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("render --all: exit %d: %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "108 previews") {
+	if !strings.Contains(stdout, "108 previews") || !strings.Contains(stdout, "1 organization with") {
 		t.Errorf("render --all: %s", stdout)
 	}
 	index, err := os.ReadFile(filepath.Join(out, "index.html"))

@@ -53,8 +53,8 @@ func newRenderCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("write the preview gallery to %s: %w", out, err)
 				}
-				fmt.Fprintf(stdout, "wrote %d previews (%d kinds and their variants, %d locales, %d organizations with their own templates); open %s\n",
-					len(previews), len(kinds.Names()), len(templates.Locales()), len(templates.Organizations()), filepath.Join(out, "index.html"))
+				fmt.Fprintf(stdout, "wrote %d previews (%d kinds and their variants, %d locales, %s with their own templates); open %s\n",
+					len(previews), len(kinds.Names()), len(templates.Locales()), count(len(templates.Organizations()), "organization", "organizations"), filepath.Join(out, "index.html"))
 				return nil
 			}
 			p, err := templates.RenderSample(args[0], variant, org, locale, now)
@@ -88,4 +88,12 @@ func variantList() string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// count is "1 organization", "2 organizations".
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
