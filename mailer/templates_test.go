@@ -434,8 +434,8 @@ func TestOverrideLookupOrder(t *testing.T) {
 		org, user           string
 		html, text, subject string
 	}{
-		{"org_1", "", "ORG-DE", "ORG-TEXT", "DE-SUBJECT"},    // every level of org_1
-		{"org_1", "fr", "ORG", "ORG-TEXT", "Invitation"},     // org_1 without French: its own, then built-in French
+		{"org_1", "", "ORG-DE", "ORG-TEXT", "DE-SUBJECT"},      // every level of org_1
+		{"org_1", "fr", "ORG", "ORG-TEXT", "Invitation"},       // org_1 without French: its own, then built-in French
 		{"org_3", "", "DE", "Treten Sie Globex", "DE-SUBJECT"}, // no directory: the locale's
 		{"", "", "DEFAULT", "Join Globex", "You're invited"},   // neither
 		{"org_2", "", "ORG2-LAYOUT DEFAULT", "Join Globex", "You're invited"},
