@@ -209,7 +209,7 @@ func loadConfigFor(path string, explicit, preview bool) (*Config, error) {
 	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationWithDaysHook, mapstructure.StringToSliceHookFunc(","))))
 	if err != nil {
-		return nil, configError{fmt.Errorf("%s: %w%s", orDefault(file, "environment"), err, decodeHint(err))}
+		return nil, configError{fmt.Errorf("%s: %w%s%s", orDefault(file, "environment"), err, decodeHint(err), nearestKeys(err))}
 	}
 	cfg.configFileUsed = file
 	cfg.previewOnly = preview
@@ -274,6 +274,33 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+var invalidKeys = regexp.MustCompile(`'([a-z0-9_.]*)' has invalid keys: ([^\n]+)`)
+
+// nearestKeys suggests, for each unknown key UnmarshalExact names, the known key nearest to it.
+func nearestKeys(err error) string {
+	v := viper.New() // the keys that exist, not those the file has
+	defaults(v)
+	var hints []string
+	for _, m := range invalidKeys.FindAllStringSubmatch(err.Error(), -1) {
+		for _, k := range strings.Split(m[2], ", ") {
+			full := strings.TrimPrefix(m[1]+"."+strings.TrimSpace(k), ".")
+			best, bestDist := "", 1<<30
+			for _, known := range v.AllKeys() {
+				if d := editDistance(full, known); d < bestDist || d == bestDist && known < best {
+					best, bestDist = known, d
+				}
+			}
+			if bestDist <= 4 {
+				hints = append(hints, fmt.Sprintf("%s: did you mean %s?", full, best))
+			}
+		}
+	}
+	if len(hints) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(hints, "; ") + ")"
 }
 
 // decodeHint explains the decoding errors YAML's own types cause: an unquoted date, which YAML

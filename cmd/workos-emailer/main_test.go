@@ -71,7 +71,7 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		name, yaml, env, key string
 	}{
 		{"missing api key", "mailer:\n  driver: log\n", "", "workos.api_key"},
-		{"unknown key", "workos:\n  api_key: k\n  pol_interval: 1s\n", "", "pol_interval"},
+		{"unknown key", "workos:\n  api_key: k\n  pol_interval: 1s\n", "", "workos.pol_interval: did you mean workos.poll_interval?"},
 		{"bad duration", "workos:\n  api_key: k\n  poll_interval: soon\n", "", "poll_interval"},
 		{"page size", "workos:\n  api_key: k\n  page_size: 500\n", "", "workos.page_size"},
 		{"start", "workos:\n  api_key: k\n  start: yesterday\n", "", "workos.start"},
