@@ -567,7 +567,8 @@ func (t *Templates) render(kt *kindTemplates, data Data, locale string) (Rendere
 	data.FirstName = oneLineName(data.FirstName)
 	switch {
 	case data.InviterName != "" && data.InviterEmail != "":
-		data.Inviter = data.InviterName + " (" + data.InviterEmail + ")"
+		// Japanese writes the address in full-width parentheses: the locale says how.
+		data.Inviter, _ = cat.T("format.name_with_email", "name", data.InviterName, "email", data.InviterEmail)
 	default:
 		data.Inviter = data.InviterName + data.InviterEmail
 	}
