@@ -398,3 +398,23 @@ func TestSESSendsListUnsubscribeOnlyWhenConfigured(t *testing.T) {
 		}
 	}
 }
+
+// A refusal reads as SES's own words, not the SDK's boilerplate before them, and without the
+// address SES echoes; ErrorDetail keeps everything for debug logs.
+func TestSESRefusalReadsAsSESWords(t *testing.T) {
+	fake := fakeses.New()
+	s := newTestSES(t, fake)
+	fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified. The following identities failed the check in region EU-WEST-1: a@example.com")
+		return true
+	}
+	_, err := s.Send(context.Background(), Message{To: "a@example.com", Subject: "s", HTML: "h", Text: "t"})
+	msg := err.Error()
+	if ClassOf(err) != Permanent || strings.Contains(msg, "operation error") || strings.Contains(msg, "RequestID") ||
+		!strings.Contains(msg, "SES answered 400: Email address is not verified") || strings.Contains(msg, "a@example.com") {
+		t.Errorf("%q", msg)
+	}
+	if d := ErrorDetail(err); !strings.Contains(d, "a@example.com") || !strings.Contains(d, "operation error") {
+		t.Errorf("detail %q", d)
+	}
+}

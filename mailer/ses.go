@@ -280,7 +280,9 @@ func classifySES(sdkErr error, wrote bool) error {
 	var apiErr smithy.APIError
 	if status > 0 && errors.As(err, &apiErr) {
 		code := apiErr.ErrorCode()
-		se := &SendError{Code: code, Err: err}
+		// SES's own words, without the SDK's "operation error SESv2: SendEmail, https response
+		// error StatusCode: 400, RequestID: ..." before them; ErrorDetail still has it all.
+		se := &SendError{Code: code, Err: sesAnswer{status: status, msg: apiErr.ErrorMessage(), err: err}}
 		switch {
 		case sesPermanent[code]:
 			se.Class = Permanent
@@ -302,3 +304,18 @@ func classifySES(sdkErr error, wrote bool) error {
 	}
 	return &SendError{Class: Ambiguous, Err: fmt.Errorf("no answer after the request was sent: %w", err)}
 }
+
+// sesAnswer is an error answer of SES as its reason reads: the status and SES's message.
+type sesAnswer struct {
+	status int
+	msg    string
+	err    error // redacted: the SDK's error
+}
+
+func (a sesAnswer) Error() string {
+	if a.msg == "" {
+		return fmt.Sprintf("SES answered %d", a.status)
+	}
+	return RedactAddresses(fmt.Sprintf("SES answered %d: %s", a.status, a.msg))
+}
+func (a sesAnswer) Unwrap() error { return a.err }
