@@ -21,11 +21,9 @@ type Kind struct {
 	// events are listed either way, so a disabled one's events are recorded as skipped rather
 	// than passed over unseen.
 	Optional bool
-	// Triggers are the events that cause the email.
+	// Triggers are the events that cause the email. A kind without any is sent on request
+	// (SentOnRequest).
 	Triggers []Trigger
-	// OnRequest kinds have no triggers: the app asks for them through the send API (WorkOS
-	// emits no event for them), and the daemon creates their object itself.
-	OnRequest bool
 	// Object is the WorkOS object the email is built from (a key of workosapi.Objects).
 	Object string
 	// Carries is the secret or link the email is for.
@@ -198,7 +196,7 @@ var All = []Kind{
 		Samples: []Sample{{Code: "482913", ExpiresIn: 10 * time.Minute}},
 	},
 	{
-		Name: MagicLink, Title: "Magic Link", Optional: true, OnRequest: true,
+		Name: MagicLink, Title: "Magic Link", Optional: true,
 		// The legacy Passwordless Sessions API: the send API creates the session and its link.
 		Object: "passwordless_session", Carries: Link, Expires: true, MaxAge: RequestMaxAge,
 		Samples: []Sample{{Link: "https://auth.workos.com/passwordless/4TeRexuejWCKs9rrFOIuLRYEr/confirm", ExpiresIn: 15 * time.Minute}},
@@ -274,11 +272,15 @@ func ListedEvents(enabled []string) []string {
 	return types
 }
 
+// SentOnRequest: the kind has no triggers; the app asks for it through the send API (WorkOS
+// emits no event for it), and the daemon creates its object itself.
+func (k *Kind) SentOnRequest() bool { return len(k.Triggers) == 0 }
+
 // OnRequest lists the kinds the send API sends, in table order.
 func OnRequest() []string {
 	var names []string
 	for _, k := range All {
-		if k.OnRequest {
+		if k.SentOnRequest() {
 			names = append(names, k.Name)
 		}
 	}

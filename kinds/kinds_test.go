@@ -26,10 +26,10 @@ func TestEveryKindIsComplete(t *testing.T) {
 	events := map[string]string{}
 	for _, k := range kinds.All {
 		t.Run(k.Name, func(t *testing.T) {
-			if k.Name == "" || k.Title == "" || (len(k.Triggers) == 0) != k.OnRequest || len(k.Samples) == 0 || k.Samples[0].Variant != "" {
-				t.Fatalf("incomplete entry: a name, a title, triggers or OnRequest (not both) and its own sample first are required: %+v", k)
+			if k.Name == "" || k.Title == "" || len(k.Samples) == 0 || k.Samples[0].Variant != "" {
+				t.Fatalf("incomplete entry: a name, a title and its own sample first are required: %+v", k)
 			}
-			if k.OnRequest && (!k.Optional || !slices.Contains(kinds.OnRequest(), k.Name)) {
+			if k.SentOnRequest() && (!k.Optional || !slices.Contains(kinds.OnRequest(), k.Name)) {
 				t.Error("a kind sent on request is optional (the send API enables it) and listed by OnRequest()")
 			}
 			if got, ok := kinds.Get(k.Name); !ok || got.Name != k.Name {
@@ -47,10 +47,10 @@ func TestEveryKindIsComplete(t *testing.T) {
 					t.Errorf("ForEvent(%q) does not give %s", tr.Event, k.Name)
 				}
 			}
-			if _, ok := workosapi.Objects[k.Object]; !ok && !k.OnRequest {
+			if _, ok := workosapi.Objects[k.Object]; !ok && !k.SentOnRequest() {
 				t.Errorf("object %q has no reader in workosapi.Objects", k.Object)
 			}
-			if k.Carries == kinds.Link && k.LinkSetting == "" && !k.OnRequest {
+			if k.Carries == kinds.Link && k.LinkSetting == "" && !k.SentOnRequest() {
 				t.Error("a kind that carries a link needs its links.* setting")
 			}
 			if k.Optional == slices.Contains(kinds.Defaults(), k.Name) {

@@ -23,7 +23,7 @@ var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9_.-]`)
 
 // Send writes m to Dir/<event id>.eml and returns the file name as the message id.
 func (f *File) Send(_ context.Context, m Message) (string, error) {
-	raw, _, err := compose(m, or(m.Sender.From, f.From), or(m.Sender.ReplyTo, f.ReplyTo), f.ListUnsubscribe)
+	raw, _, err := compose(m, orDefault(m.Sender.From, f.From), orDefault(m.Sender.ReplyTo, f.ReplyTo), f.ListUnsubscribe)
 	if err != nil {
 		return "", &SendError{Class: Permanent, Err: err}
 	}

@@ -29,14 +29,6 @@ type Message struct {
 	Sender Sender
 }
 
-// or is s, or def when s is empty.
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 // Class tells the caller what a failed send means for the message.
 type Class int
 

@@ -151,7 +151,7 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 	for _, h := range ListUnsubscribeHeaders(s.opts.ListUnsubscribe) {
 		in.Content.Simple.Headers = append(in.Content.Simple.Headers, types.MessageHeader{Name: aws.String(h[0]), Value: aws.String(h[1])})
 	}
-	if set := or(m.Sender.ConfigurationSet, s.opts.ConfigurationSet); set != "" {
+	if set := orDefault(m.Sender.ConfigurationSet, s.opts.ConfigurationSet); set != "" {
 		in.ConfigurationSetName = aws.String(set)
 	}
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/wneessen/go-mail/smtp"
+
+	"github.com/workos-emailer/workos-emailer/internal/urlpolicy"
 )
 
 // SMTP TLS modes (mailer.smtp.tls).
@@ -66,7 +68,7 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 	switch opts.TLS {
 	case SMTPStartTLS, SMTPImplicit:
 	case SMTPNoTLS:
-		if !isLoopbackHost(opts.Host) {
+		if !urlpolicy.Loopback(opts.Host) {
 			return nil, fmt.Errorf("mailer.smtp.tls: none sends the password and every code in clear; it is allowed only for a loopback relay, not %s", opts.Host)
 		}
 	default:
@@ -86,19 +88,11 @@ func NewSMTP(opts SMTPOptions) (*SMTP, error) {
 		idle: make(chan *smtp.Client, opts.MaxConns)}, nil
 }
 
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
 // Send delivers m on a pooled connection and returns its Message-ID and the relay's answer
 // (usually its queue id).
 func (s *SMTP) Send(ctx context.Context, m Message) (string, error) {
-	from := or(m.Sender.From, s.opts.From)
-	raw, messageID, err := compose(m, from, or(m.Sender.ReplyTo, s.opts.ReplyTo), s.opts.ListUnsubscribe)
+	from := orDefault(m.Sender.From, s.opts.From)
+	raw, messageID, err := compose(m, from, orDefault(m.Sender.ReplyTo, s.opts.ReplyTo), s.opts.ListUnsubscribe)
 	if err != nil {
 		return "", &SendError{Class: Permanent, Err: err}
 	}

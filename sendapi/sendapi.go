@@ -182,8 +182,9 @@ func (a *API) magicLink(r *http.Request) answer {
 	if !validIdempotencyKey(key) {
 		return fail(http.StatusBadRequest, "invalid_header", "Idempotency-Key", "at most 255 printable ASCII characters, no spaces")
 	}
-	if err := req.Validate(); err != nil {
-		return invalid(err)
+	// Bad input is answered before the limits are asked.
+	if bad := req.Validate(); bad != nil {
+		return invalid(bad)
 	}
 	// A retry of an accepted request is answered before the address's limit is asked; retries
 	// at once wait for the first, so they are answered as retries too.
@@ -209,7 +210,7 @@ func (a *API) accepted(acc worker.Accepted, replayed bool, err error) answer {
 	var bad *worker.InvalidRequestError
 	switch {
 	case errors.As(err, &bad):
-		return invalid(err)
+		return invalid(bad)
 	case errors.Is(err, worker.ErrIdempotencyConflict):
 		return fail(http.StatusUnprocessableEntity, "idempotency_conflict", "Idempotency-Key",
 			"this Idempotency-Key was used for a different request within 24 hours; use a new key for a new request")
@@ -227,12 +228,8 @@ func (a *API) accepted(acc worker.Accepted, replayed bool, err error) answer {
 	return ans
 }
 
-func invalid(err error) answer {
-	var bad *worker.InvalidRequestError
-	if errors.As(err, &bad) {
-		return fail(http.StatusUnprocessableEntity, "invalid_field", bad.Field, bad.Message)
-	}
-	return fail(http.StatusUnprocessableEntity, "invalid_field", "", err.Error())
+func invalid(bad *worker.InvalidRequestError) answer {
+	return fail(http.StatusUnprocessableEntity, "invalid_field", bad.Field, bad.Message)
 }
 
 // decode reads the body: JSON, one object, only the known fields, at most MaxBodyBytes.

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/workos-emailer/workos-emailer/internal/failpoint"
+	"github.com/workos-emailer/workos-emailer/internal/urlpolicy"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
@@ -89,10 +89,10 @@ var (
 	maxURILen   = 2048
 )
 
-// Validate checks r field by field; its error is an *InvalidRequestError.
-func (r Request) Validate() error {
-	invalid := func(field, msg string) error { return &InvalidRequestError{field, msg} }
-	if k, ok := kinds.Get(r.Kind); !ok || !k.OnRequest {
+// Validate checks r field by field: nil, or the first field that cannot be sent.
+func (r Request) Validate() *InvalidRequestError {
+	invalid := func(field, msg string) *InvalidRequestError { return &InvalidRequestError{field, msg} }
+	if k, ok := kinds.Get(r.Kind); !ok || !k.SentOnRequest() {
 		return invalid("kind", fmt.Sprintf("%q is not a kind sent on request (%s)", truncate(r.Kind, 40), strings.Join(kinds.OnRequest(), ", ")))
 	}
 	if r.Email == "" {
@@ -128,25 +128,13 @@ func redirectProblem(s string) string {
 	if len(s) > maxURILen || hasControl(s) {
 		return fmt.Sprintf("at most %d characters, without control characters", maxURILen)
 	}
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil {
-		return "not an absolute URL"
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		return "must not carry a user name or password"
 	}
-	switch {
-	case u.Scheme == "https":
-		return ""
-	case u.Scheme == "http" && isLoopbackHost(u.Hostname()):
-		return ""
+	if err := urlpolicy.Check(s); err != nil {
+		return err.Error()
 	}
-	return "must be https (http only to localhost)"
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
+	return ""
 }
 
 func hasControl(s string) bool {
@@ -168,8 +156,8 @@ func (w *Worker) Accept(r Request, idempotencyKey string) (Accepted, error) {
 	if err := w.requestsOn(); err != nil {
 		return Accepted{}, err
 	}
-	if err := r.Validate(); err != nil {
-		return Accepted{}, err
+	if bad := r.Validate(); bad != nil {
+		return Accepted{}, bad
 	}
 	if !w.enabled[r.Kind] {
 		return Accepted{}, fmt.Errorf("kind %s is not enabled: %w", r.Kind, ErrRequestsOff)
@@ -352,7 +340,7 @@ func (w *Worker) attemptRequest(ctx context.Context, ev *Event, d *delivery, log
 	now := w.opts.Now()
 	k, ok := kinds.Get(d.rec.Kind)
 	switch {
-	case !ok || !k.OnRequest:
+	case !ok || !k.SentOnRequest():
 		return d.end(store.Dead, ReasonInvalidEvent, fmt.Sprintf("kind %q is not sent on request", truncate(d.rec.Kind, 40))), nil
 	case !w.enabled[k.Name]:
 		return d.end(store.Skipped, ReasonDisabled, "kind "+k.Name+" is not enabled (api.listen is not set)"), nil

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/workos-emailer/workos-emailer/internal/failpoint"
+	"github.com/workos-emailer/workos-emailer/internal/urlpolicy"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
@@ -371,7 +372,7 @@ var hexColor = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)
 func (c *Config) validate() error {
 	var err error
 	// Every request carries the API key: over plain http it would cross the network in clear.
-	if err := checkPublicURL(c.WorkOS.BaseURL); err != nil {
+	if err := urlpolicy.Check(c.WorkOS.BaseURL); err != nil {
 		return keyErr("workos.base_url", "%v, got %q: the API key travels with every request", err, c.WorkOS.BaseURL)
 	}
 	if c.WorkOS.PollInterval <= 0 {
@@ -469,7 +470,7 @@ func (c *Config) validate() error {
 		return keyErr("templates.user_locale_key", "must be a metadata key, got %q", c.Templates.UserLocaleKey)
 	}
 	if c.Links.AppURL != "" {
-		if err := checkPublicURL(c.Links.AppURL); err != nil {
+		if err := urlpolicy.Check(c.Links.AppURL); err != nil {
 			return keyErr("links.app_url", "%v", err)
 		}
 	}
@@ -480,7 +481,7 @@ func (c *Config) validate() error {
 		return err
 	}
 	if c.Brand.LogoURL != "" {
-		if err := checkPublicURL(c.Brand.LogoURL); err != nil {
+		if err := urlpolicy.Check(c.Brand.LogoURL); err != nil {
 			return keyErr("brand.logo_url", "%v", err)
 		}
 	}
@@ -537,7 +538,7 @@ func (c *Config) validateSMTP() error {
 	switch s.TLS {
 	case mailer.SMTPStartTLS, mailer.SMTPImplicit:
 	case mailer.SMTPNoTLS:
-		if s.Host != "" && !isLoopback(s.Host) {
+		if s.Host != "" && !urlpolicy.Loopback(s.Host) {
 			return keyErr("mailer.smtp.tls", "none sends the password and every code in clear: only for a relay on loopback, not %s", s.Host)
 		}
 	default:
@@ -688,29 +689,6 @@ func (c *Config) requireAPIKey() error {
 	return nil
 }
 
-// checkPublicURL accepts https URLs, and http only for a loopback host (development, emulators).
-func checkPublicURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return errors.New("must be an absolute URL")
-	}
-	switch {
-	case u.Scheme == "https":
-		return nil
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
-		return nil
-	}
-	return errors.New("must use https (http is allowed only for localhost)")
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // linkTemplate parses a links.* template and checks it with a sample token.
 func linkTemplate(key, s string) (*template.Template, error) {
 	if s == "" {
@@ -727,7 +705,7 @@ func linkTemplate(key, s string) (*template.Template, error) {
 	if !strings.Contains(b.String(), "sample-token") {
 		return nil, keyErr(key, "must contain {{.Token}}")
 	}
-	if err := checkPublicURL(b.String()); err != nil {
+	if err := urlpolicy.Check(b.String()); err != nil {
 		return nil, keyErr(key, "%v", err)
 	}
 	return t, nil
