@@ -22,6 +22,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 	"github.com/workos-emailer/workos-emailer/internal/sealed"
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
@@ -44,29 +45,12 @@ type daemon struct {
 	ses    *fakeses.Server
 	store  *store.Store
 	dbPath string
-	logs   *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs   *syncbuf.Buffer
 }
 
 func start(t *testing.T) *daemon {
 	t.Helper()
-	d := &daemon{wos: fakeworkos.New(workosKey), ses: fakeses.New(), logs: &lockedBuffer{}}
+	d := &daemon{wos: fakeworkos.New(workosKey), ses: fakeses.New(), logs: &syncbuf.Buffer{}}
 	wosURL := d.wos.Start()
 	t.Cleanup(d.wos.Close)
 	sesURL := d.ses.Start()

@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"bytes"
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/workosapi"
@@ -29,33 +28,16 @@ type harness struct {
 	ses2   *mailer.SES
 	store  *store.Store
 	dbPath string
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	opts   Options
 	wosURL string
 	// templates, when set, replace the built-in ones with the brand Acme.
 	templates *mailer.Templates
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, wos: fakeworkos.New(testAPIKey), ses: fakeses.New(), logs: &syncBuffer{}}
+	h := &harness{t: t, wos: fakeworkos.New(testAPIKey), ses: fakeses.New(), logs: &syncbuf.Buffer{}}
 	h.wosURL = h.wos.Start()
 	t.Cleanup(h.wos.Close)
 	sesURL := h.ses.Start()

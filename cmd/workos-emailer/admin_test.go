@@ -25,6 +25,8 @@ import (
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 )
 
 const adminTestKey = "sk_test_admin_SECRET_7e2b"
@@ -35,7 +37,7 @@ type daemonUnderTest struct {
 	t      *testing.T
 	wos    *fakeworkos.Server
 	ses    *fakeses.Server
-	stderr *lockedBuffer
+	stderr *syncbuf.Buffer
 	cancel context.CancelFunc
 	done   chan int
 	admin  string // base URL of the admin listener
@@ -84,7 +86,7 @@ func daemonEnv(t *testing.T) {
 func startDaemon(t *testing.T, setup func(d *daemonUnderTest)) *daemonUnderTest {
 	t.Helper()
 	daemonEnv(t)
-	d := &daemonUnderTest{t: t, stderr: &lockedBuffer{}, done: make(chan int, 1)}
+	d := &daemonUnderTest{t: t, stderr: &syncbuf.Buffer{}, done: make(chan int, 1)}
 	var wosURL, sesURL string
 	d.wos, wosURL, d.ses, sesURL = fakes(t)
 	if setup != nil {
@@ -499,7 +501,7 @@ func TestSystemdNotifications(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	go func() { done <- execute(ctx, []string{"run", "--config", cfg}, &bytes.Buffer{}, &stderr) }()
 
 	if m := notify.next(t); m != "READY=1" {

@@ -9,36 +9,19 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func cli(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut lockedBuffer
+	var out, errOut syncbuf.Buffer
 	code = execute(ctx, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -265,7 +248,7 @@ admin:
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr lockedBuffer
+	var stderr syncbuf.Buffer
 	go func() { done <- execute(ctx, []string{"run", "--config", cfgPath}, &bytes.Buffer{}, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for len(ses.Messages()) == 0 && time.Now().Before(deadline) {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 )
 
 // send magic-link asks the running daemon, as the app would: one email, also when repeated with
@@ -21,7 +23,7 @@ func TestSendMagicLinkThroughTheDaemon(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	stderr := &lockedBuffer{}
+	stderr := &syncbuf.Buffer{}
 	go func() { done <- execute(ctx, []string{"run", "--config", cfg}, &bytes.Buffer{}, stderr) }()
 	defer func() {
 		cancel()
