@@ -3,83 +3,57 @@
 package e2e
 
 import (
-	"io"
-	"log"
+	"bytes"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/mail"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
+	"io"
 
 	"github.com/workos-emailer/workos-emailer/internal/fakeses"
+	"github.com/workos-emailer/workos-emailer/internal/smtpsink"
 )
 
-// smtpSink is emersion/go-smtp's server on loopback (the daemon's tls: none is for loopback
-// relays), reading each message back as the crash suite's oracle reads SES's: the recipient,
-// the event id header, both bodies, and the Message-ID the record must start with.
-type smtpSink struct {
-	t    *testing.T
-	mu   sync.Mutex
-	msgs []fakeses.Message
-}
-
-func startSMTPSink(t *testing.T) (*smtpSink, int) {
+// startSMTPSink serves internal/smtpsink (emersion/go-smtp's server) on loopback (the daemon's
+// tls: none is for loopback relays), with a little latency so sends are in flight when a timed
+// kill lands, as with SES. received reads each message back as the crash suite's oracle reads
+// SES's: the recipient, the event id header, both bodies, and the Message-ID the record must
+// start with.
+func startSMTPSink(t *testing.T) (received func() []fakeses.Message, port int) {
 	t.Helper()
-	s := &smtpSink{t: t}
-	srv := gosmtp.NewServer(s)
-	srv.Domain, srv.ReadTimeout, srv.WriteTimeout = "sink.test", 30*time.Second, 30*time.Second
-	srv.MaxRecipients = 1
-	srv.ErrorLog = log.New(io.Discard, "", 0) // every kill resets its connections
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sink := smtpsink.New(smtpsink.Options{Delay: time.Millisecond})
+	port, err := sink.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return s, ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(sink.Close)
+	return func() []fakeses.Message {
+		var out []fakeses.Message
+		for _, m := range sink.Messages() {
+			out = append(out, readBack(t, m))
+		}
+		return out
+	}, port
 }
 
-func (s *smtpSink) Messages() []fakeses.Message {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]fakeses.Message(nil), s.msgs...)
-}
-
-func (s *smtpSink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) {
-	return &sinkSession{sink: s}, nil
-}
-
-type sinkSession struct {
-	sink *smtpSink
-	rcpt string
-}
-
-func (*sinkSession) Mail(string, *gosmtp.MailOptions) error         { return nil }
-func (ss *sinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error { ss.rcpt = to; return nil }
-func (*sinkSession) Reset()                                         {}
-func (*sinkSession) Logout() error                                  { return nil }
-
-func (ss *sinkSession) Data(r io.Reader) error {
-	time.Sleep(time.Millisecond) // keeps sends in flight when a timed kill lands, as with SES
-	msg, err := mail.ReadMessage(r)
+func readBack(t *testing.T, rm smtpsink.Message) fakeses.Message {
+	t.Helper()
+	msg, err := mail.ReadMessage(bytes.NewReader(rm.Raw))
 	if err != nil {
-		return err
+		t.Fatalf("a message the relay got does not parse: %v", err)
 	}
-	dec := new(mime.WordDecoder)
-	subject, _ := dec.DecodeHeader(msg.Header.Get("Subject"))
-	m := fakeses.Message{MessageID: msg.Header.Get("Message-ID"), To: []string{ss.rcpt}, Subject: subject,
+	subject, _ := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+	m := fakeses.Message{MessageID: msg.Header.Get("Message-ID"), To: []string{rm.To}, Subject: subject,
 		Tags: map[string]string{"event_id": msg.Header.Get("X-WorkOS-Event-ID"), "kind": msg.Header.Get("X-WorkOS-Emailer-Kind")}}
-	if to := msg.Header.Get("To"); to != ss.rcpt {
-		ss.sink.t.Errorf("header To %q, envelope %q", to, ss.rcpt)
+	if to := msg.Header.Get("To"); to != rm.To {
+		t.Errorf("header To %q, envelope %q", to, rm.To)
 	}
 	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
 	mr := multipart.NewReader(msg.Body, params["boundary"])
 	for {
@@ -88,21 +62,18 @@ func (ss *sinkSession) Data(r io.Reader) error {
 			break
 		}
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
 		body, err := io.ReadAll(p)
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
-		switch {
-		case strings.HasPrefix(p.Header.Get("Content-Type"), "text/plain"):
+		switch ct := p.Header.Get("Content-Type"); {
+		case strings.HasPrefix(ct, "text/plain"):
 			m.Text = string(body)
-		case strings.HasPrefix(p.Header.Get("Content-Type"), "text/html"):
+		case strings.HasPrefix(ct, "text/html"):
 			m.HTML = string(body)
 		}
 	}
-	ss.sink.mu.Lock()
-	ss.sink.msgs = append(ss.sink.msgs, m)
-	ss.sink.mu.Unlock()
-	return nil
+	return m
 }

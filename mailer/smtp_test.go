@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"errors"
 	"io"
 	"math/big"
 	"mime"
@@ -24,77 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
-	gosmtp "github.com/emersion/go-smtp"
+	"github.com/workos-emailer/workos-emailer/internal/smtpsink"
 )
-
-// The real server is emersion/go-smtp's (maddy's SMTP server), which none of us wrote: it
-// speaks ESMTP, STARTTLS and AUTH PLAIN as relays do, and runs in-process on loopback, so
-// the tests need nothing installed. The backend keeps what it received.
-type sink struct {
-	mu       sync.Mutex
-	messages [][]byte
-	rcpts    []string
-	conns    atomic.Int32
-	password string
-}
-
-func (s *sink) NewSession(*gosmtp.Conn) (gosmtp.Session, error) {
-	return &sinkSession{sink: s}, nil // also after STARTTLS: not one per connection
-}
-
-// countingListener counts the connections accepted.
-type countingListener struct {
-	net.Listener
-	n *atomic.Int32
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
-type sinkSession struct {
-	sink   *sink
-	authed bool
-	rcpt   string
-}
-
-func (s *sinkSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (s *sinkSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, username, password string) error {
-		if username != "relay-user" || password != s.sink.password {
-			return errors.New("invalid credentials")
-		}
-		s.authed = true
-		return nil
-	}), nil
-}
-
-func (s *sinkSession) Mail(string, *gosmtp.MailOptions) error {
-	if !s.authed {
-		return gosmtp.ErrAuthRequired
-	}
-	return nil
-}
-func (s *sinkSession) Rcpt(to string, _ *gosmtp.RcptOptions) error { s.rcpt = to; return nil }
-func (s *sinkSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.sink.mu.Lock()
-	s.sink.messages = append(s.sink.messages, b)
-	s.sink.rcpts = append(s.sink.rcpts, s.rcpt)
-	s.sink.mu.Unlock()
-	return nil
-}
-func (s *sinkSession) Reset()        {}
-func (s *sinkSession) Logout() error { return nil }
 
 // selfSigned is a certificate for 127.0.0.1, and a client config that trusts it.
 func selfSigned(t *testing.T) (server, client *tls.Config) {
@@ -116,31 +46,29 @@ func selfSigned(t *testing.T) (server, client *tls.Config) {
 		&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 }
 
-// startSink serves the sink on loopback; withTLS offers STARTTLS.
-func startSink(t *testing.T, withTLS bool) (*sink, int, *tls.Config) {
+const sinkPassword = "relay-secret-pw"
+
+// startSink serves internal/smtpsink (emersion/go-smtp's server) on loopback, requiring AUTH
+// PLAIN; withTLS offers STARTTLS, and the client config returned trusts its certificate.
+func startSink(t *testing.T, withTLS bool) (*smtpsink.Server, int, *tls.Config) {
 	t.Helper()
-	sk := &sink{password: "relay-secret-pw"}
-	srv := gosmtp.NewServer(sk)
-	srv.Domain = "relay.test"
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	opts := smtpsink.Options{Password: sinkPassword}
 	var client *tls.Config
 	if withTLS {
-		srv.TLSConfig, client = selfSigned(t)
-	} else {
-		srv.AllowInsecureAuth = true
+		opts.TLS, client = selfSigned(t)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sk := smtpsink.New(opts)
+	port, err := sk.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.Serve(countingListener{ln, &sk.conns}) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return sk, ln.Addr().(*net.TCPAddr).Port, client
+	t.Cleanup(sk.Close)
+	return sk, port, client
 }
 
 func TestSMTPSendsEachMessageOnceOnReusedConnections(t *testing.T) {
 	sk, port, clientTLS := startSink(t, true)
-	s, err := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: "relay-user", Password: sk.password,
+	s, err := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: smtpsink.Username, Password: sinkPassword,
 		From: "Müller & Söhne <no-reply@acme.example>", ReplyTo: "help@acme.example", TLSConfig: clientTLS, MaxConns: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -163,16 +91,16 @@ func TestSMTPSendsEachMessageOnceOnReusedConnections(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	sk.mu.Lock()
-	defer sk.mu.Unlock()
-	if len(sk.messages) != n {
-		t.Fatalf("%d messages, want %d", len(sk.messages), n)
+	received := sk.Messages()
+	if len(received) != n {
+		t.Fatalf("%d messages, want %d", len(received), n)
 	}
-	if c := sk.conns.Load(); c > 2 {
+	if c := sk.Connections(); c > 2 {
 		t.Errorf("%d connections for %d messages with MaxConns 2: not reused", c, n)
 	}
 	seen := map[string]bool{}
-	for i, raw := range sk.messages {
+	for _, rm := range received {
+		raw := rm.Raw
 		msg, err := mail.ReadMessage(bytes.NewReader(raw))
 		if err != nil {
 			t.Fatal(err)
@@ -182,8 +110,8 @@ func TestSMTPSendsEachMessageOnceOnReusedConnections(t *testing.T) {
 			t.Errorf("subject %q (%v)", got, err)
 		}
 		to := msg.Header.Get("To")
-		if to != sk.rcpts[i] || seen[to] {
-			t.Errorf("message to %q (envelope %q), seen before: %v", to, sk.rcpts[i], seen[to])
+		if to != rm.To || seen[to] || rm.From != "no-reply@acme.example" {
+			t.Errorf("message to %q (envelope %q from %q), seen before: %v", to, rm.To, rm.From, seen[to])
 		}
 		seen[to] = true
 		if from, _ := new(mime.WordDecoder).DecodeHeader(msg.Header.Get("From")); !strings.HasPrefix(from, "Müller & Söhne") ||
@@ -214,7 +142,7 @@ func TestSMTPSendsEachMessageOnceOnReusedConnections(t *testing.T) {
 		if len(types) != 2 || !strings.HasPrefix(types[0], "text/plain") || !strings.HasPrefix(types[1], "text/html") {
 			t.Errorf("parts %v", types)
 		}
-		if bytes.Contains(raw, []byte(sk.password)) {
+		if bytes.Contains(raw, []byte(sinkPassword)) {
 			t.Error("the message holds the relay password")
 		}
 	}
@@ -391,7 +319,7 @@ func TestSMTPClassifiesEachReply(t *testing.T) {
 // An idle connection the relay closed is replaced, not a failed send.
 func TestSMTPReplacesAClosedIdleConnection(t *testing.T) {
 	sk, port, clientTLS := startSink(t, true)
-	s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: "relay-user", Password: sk.password, From: "a@acme.example",
+	s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: smtpsink.Username, Password: sinkPassword, From: "a@acme.example",
 		TLSConfig: clientTLS, MaxConns: 1})
 	m := Message{To: "b@example.com", Subject: "s", Text: "t", HTML: "h"}
 	if _, err := s.Send(context.Background(), m); err != nil {
@@ -403,7 +331,7 @@ func TestSMTPReplacesAClosedIdleConnection(t *testing.T) {
 	if _, err := s.Send(context.Background(), m); err != nil {
 		t.Fatalf("second send on a dead idle connection: %v", err)
 	}
-	if n := len(sk.messages); n != 2 {
+	if n := len(sk.Messages()); n != 2 {
 		t.Errorf("%d messages", n)
 	}
 }

@@ -2,53 +2,35 @@ package main
 
 import (
 	"context"
-	"io"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	gosmtp "github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"github.com/workos-emailer/workos-emailer/internal/smtpsink"
 )
 
-// relay is emersion/go-smtp's server on loopback, without TLS (mailer.smtp.tls: none is for
-// loopback relays), keeping what it receives.
-type relay struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (r *relay) NewSession(*gosmtp.Conn) (gosmtp.Session, error) { return relaySession{r}, nil }
-
-type relaySession struct{ r *relay }
-
-func (relaySession) Mail(string, *gosmtp.MailOptions) error { return nil }
-func (relaySession) Rcpt(string, *gosmtp.RcptOptions) error { return nil }
-func (s relaySession) Data(rd io.Reader) error {
-	b, err := io.ReadAll(rd)
-	s.r.mu.Lock()
-	s.r.msgs = append(s.r.msgs, string(b))
-	s.r.mu.Unlock()
-	return err
-}
-func (relaySession) Reset()        {}
-func (relaySession) Logout() error { return nil }
-
-func startRelay(t *testing.T) (*relay, int) {
+// startRelay serves internal/smtpsink (emersion/go-smtp's server) on loopback, without TLS or
+// AUTH (mailer.smtp.tls: none is for loopback relays).
+func startRelay(t *testing.T) (*smtpsink.Server, int) {
 	t.Helper()
-	r := &relay{}
-	srv := gosmtp.NewServer(r)
-	srv.Domain, srv.ReadTimeout, srv.WriteTimeout = "relay.test", 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r := smtpsink.New(smtpsink.Options{})
+	port, err := r.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return r, ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(r.Close)
+	return r, port
+}
+
+// relayed is the data of each message the relay accepted.
+func relayed(r *smtpsink.Server) []string {
+	var out []string
+	for _, m := range r.Messages() {
+		out = append(out, string(m.Raw))
+	}
+	return out
 }
 
 // mailer.driver: smtp from the configuration to a relay: send test puts the email there.
@@ -61,10 +43,8 @@ func TestSMTPDriverFromConfig(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.msgs) != 1 || !strings.Contains(r.msgs[0], "Subject: [Test]") || !strings.Contains(stdout, "through smtp") {
-		t.Errorf("%d messages; stdout %q", len(r.msgs), stdout)
+	if msgs := relayed(r); len(msgs) != 1 || !strings.Contains(msgs[0], "Subject: [Test]") || !strings.Contains(stdout, "through smtp") {
+		t.Errorf("%d messages; stdout %q", len(msgs), stdout)
 	}
 }
 
@@ -106,16 +86,15 @@ func TestOrganizationSender(t *testing.T) {
 			t.Fatalf("send test --org %q: exit %d: %s", org, code, stderr)
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.msgs) != 2 {
-		t.Fatalf("%d messages", len(r.msgs))
+	msgs := relayed(r)
+	if len(msgs) != 2 {
+		t.Fatalf("%d messages", len(msgs))
 	}
-	if m := r.msgs[0]; !strings.Contains(m, "no-reply@mueller.example>") || !strings.Contains(m, "Reply-To: hilfe@mueller.example") ||
+	if m := msgs[0]; !strings.Contains(m, "no-reply@mueller.example>") || !strings.Contains(m, "Reply-To: hilfe@mueller.example") ||
 		!strings.Contains(m, "Einladung") {
 		t.Errorf("the organization's email:\n%s", m[:min(len(m), 600)])
 	}
-	if m := r.msgs[1]; !strings.Contains(m, "From: Acme <no-reply@acme.example>") || strings.Contains(m, "mueller") {
+	if m := msgs[1]; !strings.Contains(m, "From: Acme <no-reply@acme.example>") || strings.Contains(m, "mueller") {
 		t.Errorf("the default email:\n%s", m[:min(len(m), 600)])
 	}
 	bad := writeConfig(t, "mailer:\n  driver: log\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    from: \"x@y.z\\r\\nBcc: e@vil.example\"\n")
