@@ -157,6 +157,14 @@ func TestSMTPAccountProblemsPause(t *testing.T) {
 			t.Errorf("%v (%v), want paused", err, ClassOf(err))
 		}
 	})
+	t.Run("a certificate that does not verify", func(t *testing.T) {
+		_, port, _ := startSink(t, true)
+		s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, Username: smtpsink.Username, Password: sinkPassword, From: "a@acme.example"})
+		_, err := s.Send(context.Background(), Message{To: "b@example.com", Subject: "s", Text: "t", HTML: "h"})
+		if ClassOf(err) != Paused || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("%v (%v), want paused naming the certificate", err, ClassOf(err))
+		}
+	})
 	t.Run("STARTTLS required but not offered", func(t *testing.T) {
 		_, port, _ := startSink(t, false)
 		s, _ := NewSMTP(SMTPOptions{Host: "127.0.0.1", Port: port, From: "a@acme.example"})

@@ -15,20 +15,20 @@ import (
 	"go.uber.org/zap"
 )
 
-// adminServer is an HTTP listener: the admin listener (admin.listen, loopback by default) with
+// httpServer is an HTTP listener: the admin listener (admin.listen, loopback by default) with
 // /healthz, /readyz, /metrics and the operator's /status and /dead, or the send API's
 // (api.listen). Admin responses never carry secrets: no API key, code, token or link is known
 // to any handler.
-type adminServer struct {
+type httpServer struct {
 	ln   net.Listener
 	srv  *http.Server
 	done chan struct{}
 }
 
-// newAdminServer binds addr, the value of the setting key, and serves routes on it, each path matched exactly (a path ending
-// in "/" matches its subtree, as with http.ServeMux). Binding happens here, so a port in use is
+// listenHTTP binds addr, the value of the setting key, and serves routes on it, each path
+// matched exactly (a path ending in "/" matches its subtree, as with http.ServeMux). Binding happens here, so a port in use is
 // a startup error and the caller can report READY only once the listener is there.
-func newAdminServer(key, addr string, routes map[string]http.Handler, log *zap.Logger) (*adminServer, error) {
+func listenHTTP(key, addr string, routes map[string]http.Handler, log *zap.Logger) (*httpServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: cannot listen: %w", key, addr, err)
@@ -37,7 +37,7 @@ func newAdminServer(key, addr string, routes map[string]http.Handler, log *zap.L
 	for _, path := range slices.Sorted(maps.Keys(routes)) {
 		mux.Handle(path, routes[path])
 	}
-	a := &adminServer{
+	a := &httpServer{
 		ln: ln,
 		srv: &http.Server{
 			Handler:           mux,
@@ -59,10 +59,10 @@ func newAdminServer(key, addr string, routes map[string]http.Handler, log *zap.L
 }
 
 // Addr is the bound address (useful with port 0).
-func (a *adminServer) Addr() string { return a.ln.Addr().String() }
+func (a *httpServer) Addr() string { return a.ln.Addr().String() }
 
 // Shutdown stops accepting, lets requests in progress finish until ctx ends, then closes.
-func (a *adminServer) Shutdown(ctx context.Context) error {
+func (a *httpServer) Shutdown(ctx context.Context) error {
 	err := a.srv.Shutdown(ctx)
 	if err != nil {
 		_ = a.srv.Close()

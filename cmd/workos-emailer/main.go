@@ -239,7 +239,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *zap.Logger) error {
 	wos := workosapi.New(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0, budget)
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
-	paceSES(cfg, sender, &opts, obs, log) // sendlimit.go
+	paceSends(cfg, sender, &opts, obs, log) // sendlimit.go
 	if len(cfg.apiTokens) > 0 {
 		if opts.Sealer, err = sealed.New(cfg.apiTokens...); err != nil {
 			return err
@@ -290,7 +290,7 @@ func startSendAPI(ctx context.Context, cfg *Config, w *worker.Worker, obs *daemo
 	if err != nil {
 		return nil, configError{err}
 	}
-	srv, err := newAdminServer("api.listen", cfg.API.Listen, api.Routes(), log)
+	srv, err := listenHTTP("api.listen", cfg.API.Listen, api.Routes(), log)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
 	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
 	"github.com/workos-emailer/workos-emailer/kinds"
+	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
 )
 
@@ -371,6 +372,14 @@ func TestSampleConfigIsValid(t *testing.T) {
 	if cfg.Delivery != defaults.Delivery || cfg.WorkOS.PageSize != defaults.WorkOS.PageSize ||
 		cfg.WorkOS.PollInterval != defaults.WorkOS.PollInterval {
 		t.Errorf("the sample's delivery %+v and polling differ from the defaults %+v", cfg.Delivery, defaults.Delivery)
+	}
+	// The keys this sample shows commented out or at their defaults: the send API off, SMTP on
+	// 587 with STARTTLS required and unpaced, no List-Unsubscribe, no organizations.
+	if cfg.Mailer.SMTP != defaults.Mailer.SMTP || cfg.Mailer.SMTP.Port != 587 || cfg.Mailer.SMTP.TLS != mailer.SMTPStartTLS ||
+		cfg.API != defaults.API || cfg.API.Listen != "" || cfg.Mailer.ListUnsubscribe != "" || len(cfg.Organizations) != 0 ||
+		slices.Contains(cfg.Events.Enabled, kinds.MagicLink) {
+		t.Errorf("the sample's smtp %+v, api listen %q, list_unsubscribe %q, organizations %v differ from the defaults %+v",
+			cfg.Mailer.SMTP, cfg.API.Listen, cfg.Mailer.ListUnsubscribe, cfg.Organizations, defaults.Mailer.SMTP)
 	}
 	if cfg.WorkOS.MaxRequestsPerSecond != defaults.WorkOS.MaxRequestsPerSecond || cfg.WorkOS.MaxRequestsPerSecond != 50 ||
 		!slices.Equal(cfg.Events.Enabled, defaults.Events.Enabled) || cfg.Templates.DefaultLocale != defaults.Templates.DefaultLocale {

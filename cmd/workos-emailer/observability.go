@@ -30,7 +30,7 @@ type daemonObs struct {
 	limiter *sendlimit.Limiter
 
 	ready    *readiness
-	admin    *adminServer
+	admin    *httpServer
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopDog  func()
@@ -79,7 +79,7 @@ func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *
 			}
 			all[path] = h
 		}
-		admin, err := newAdminServer("admin.listen", cfg.Admin.Listen, all, o.log)
+		admin, err := listenHTTP("admin.listen", cfg.Admin.Listen, all, o.log)
 		if err != nil {
 			return err
 		}

@@ -8,10 +8,11 @@ import (
 	"github.com/workos-emailer/workos-emailer/worker"
 )
 
-// paceSES gives the ses driver its send limiter (internal/sendlimit): the worker takes a permit
-// per email, and the daemon's one SES quota reader (observability.go) feeds it and the
-// metrics. The file and log drivers are not paced.
-func paceSES(cfg *Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
+// paceSends gives the worker its send limiter (internal/sendlimit), which it takes a permit of
+// per email: for ses, fed by the daemon's one SES quota reader (observability.go), as are the
+// metrics; for smtp, at mailer.smtp.max_send_rate when set. The file and log drivers are not
+// paced.
+func paceSends(cfg *Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
 	if _, ok := sender.(*mailer.SMTP); ok && cfg.Mailer.SMTP.MaxSendRate > 0 {
 		// A relay's own limit, as configured: there is no quota to read.
 		lim := sendlimit.New(sendlimit.Options{Rate: cfg.Mailer.SMTP.MaxSendRate, Log: log})

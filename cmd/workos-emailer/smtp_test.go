@@ -121,7 +121,7 @@ func TestSMTPPacing(t *testing.T) {
 			t.Fatal(err)
 		}
 		opts, obs := workerOptions(cfg), &daemonObs{}
-		paceSES(cfg, sender, &opts, obs, zap.NewNop())
+		paceSends(cfg, sender, &opts, obs, zap.NewNop())
 		switch {
 		case rate == 0 && opts.Limiter != nil:
 			t.Error("max_send_rate 0 paced the sends")
