@@ -97,7 +97,7 @@ func Variants(kind string) []string {
 // WriteGallery renders every kind in every locale, for the default templates and for every
 // organization with templates of its own, into dir: each email as an HTML and a text file, and
 // an index.html that shows them all side by side with their subjects, for a person to review
-// in a browser.
+// in a browser. The index inlines each email in a frame its script sizes to the whole email.
 func (t *Templates) WriteGallery(dir string, now time.Time) ([]Preview, error) {
 	var all []Preview
 	for _, org := range append([]string{""}, t.galleryOrgs()...) {
@@ -184,17 +184,20 @@ header .meta { color: var(--muted); font-size: 13px; margin-left: auto; }
 main { padding: 24px 32px 64px; }
 section { margin-bottom: 48px; }
 h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px solid {{.Brand.ButtonColor}}; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 20px; }
-.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; overflow: hidden; display: flex; flex-direction: column; }
+/* An email is shown whole: its frame is as wide as an email's desktop layout (wider than the
+   layout's 600px mobile breakpoint) and as tall as the email (the script below), so nothing in
+   it scrolls or is cut off. A card is never narrower than its frame; a narrow window scrolls. */
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(642px, 1fr)); gap: 20px; align-items: start; }
+.card { background: #fff; border: 1px solid var(--line); border-radius: 10px; display: flex; flex-direction: column; }
 .card .head { padding: 12px 16px; border-bottom: 1px solid var(--line); }
 .card .head .where { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 .card .head .subject { font-weight: 600; margin-top: 2px; }
-.card .body { display: grid; grid-template-columns: 3fr 2fr; min-height: 520px; }
-.card iframe { width: 100%; height: 100%; min-height: 520px; border: 0; border-right: 1px solid var(--line); background: #f4f5f7; }
-.card pre { margin: 0; padding: 12px 14px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; overflow: auto; max-height: 520px; color: #374151; }
+.card iframe { display: block; width: 100%; min-width: 640px; height: 800px; border: 0; border-bottom: 1px solid var(--line); background: #f4f5f7; }
+.card pre { margin: 0; padding: 12px 14px; font: 12px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; white-space: pre-wrap; overflow-wrap: anywhere; color: #374151; }
 .card .files { padding: 8px 16px; border-top: 1px solid var(--line); font-size: 12px; color: var(--muted); }
 .card .files a { color: var(--muted); }
 </style>
+<noscript><style>.card iframe { height: 1400px; }</style></noscript>
 </head>
 <body>
 <header>
@@ -210,7 +213,7 @@ h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px 
 {{range $.Previews}}{{if eq .Kind $kind}}
 <article class="card" id="{{.Kind}}{{with .Variant}}.{{.}}{{end}}-{{orgName .Org}}-{{.Locale}}">
 <div class="head"><div class="where">{{index $.Names .Locale}} ({{.Locale}}) · {{orgName .Org}}{{with .Variant}} · {{.}}{{end}}{{with .Sender.From}} · from {{.}}{{end}}</div><div class="subject">{{.Subject}}</div></div>
-<div class="body"><iframe src="{{.HTMLFile}}" title="{{.Subject}}" loading="lazy"></iframe><pre>{{.Text}}</pre></div>
+<iframe srcdoc="{{.HTML}}" title="{{.Subject}}"></iframe><pre>{{.Text}}</pre>
 <div class="files">{{range $i, $f := .Files}}{{if $i}} · {{end}}{{$f}}{{end}} · <a href="{{.HTMLFile}}">HTML</a> · <a href="{{.TextFile}}">text</a></div>
 </article>
 {{end}}{{end}}
@@ -218,6 +221,39 @@ h2 { font-size: 18px; margin: 0 0 16px; padding-bottom: 8px; border-bottom: 2px 
 </section>
 {{end}}
 </main>
+<script>
+// Each email is inlined (srcdoc), so its document is this page's origin even opened from a
+// file, and its frame can be made as tall as it is: on load, and whenever it changes size.
+(function () {
+  function email(f) {
+    var d = f.contentDocument;
+    return d && d.URL === "about:srcdoc" && d.body ? d : null; // not the blank one before it
+  }
+  function fit(f) {
+    var d = email(f);
+    if (!d) return;
+    var e = d.documentElement;
+    var h = Math.max(Math.ceil(e.getBoundingClientRect().height), d.body.scrollHeight);
+    if (e.scrollHeight > e.clientHeight) h = Math.max(h, e.scrollHeight);
+    if (f.style.height !== h + "px") f.style.height = h + "px";
+  }
+  function watch(f) {
+    var d = email(f);
+    if (!d) return;
+    fit(f);
+    if (!d.fitted && f.contentWindow.ResizeObserver) {
+      d.fitted = true;
+      new f.contentWindow.ResizeObserver(function () { fit(f); }).observe(d.body);
+    }
+  }
+  var frames = document.querySelectorAll(".card iframe");
+  frames.forEach(function (f) {
+    f.addEventListener("load", function () { watch(f); });
+    watch(f);
+  });
+  window.addEventListener("load", function () { frames.forEach(watch); });
+})();
+</script>
 </body>
 </html>
 `))
