@@ -98,7 +98,7 @@ store:
   path: %s
 mailer:
   driver: ses
-  from: "Acme <no-reply@acme.example>"
+  from: "Acme <no-reply@acme.test>"
   ses:
     region: us-east-1
     endpoint: %s

@@ -161,7 +161,7 @@ func TestARefusedNewerCodeSupersedesNothing(t *testing.T) {
 	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if refused.Load() == 0 && strings.Contains(r.URL.Path, "/outbound-emails") {
 			refused.Add(1)
-			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified.")
+			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Illegal address")
 			return true
 		}
 		return false

@@ -89,7 +89,7 @@ func TestObserverSeesPollsSendsAndLowCardinalityReasons(t *testing.T) {
 	h.wos.AddCode("email_verification", "rejected@example.com", "user_05", now.Add(time.Hour))
 	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path == "/v2/email/outbound-emails" && strings.Contains(readBody(r), "rejected@example.com") {
-			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified.")
+			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Illegal address")
 			return true
 		}
 		return false

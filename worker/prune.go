@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"fmt"
 	"time"
 
 	"go.uber.org/zap"
@@ -51,4 +52,21 @@ func (w *Worker) maybePrune() {
 	if n > 0 {
 		w.log.Info("pruned delivery records older than store.retention", zap.Int("pruned", n), zap.Time("older_than", cutoff))
 	}
+}
+
+// EventRetention is about how long WorkOS lists events.
+const EventRetention = 30 * 24 * time.Hour
+
+// CheckBackfillSince is the rule for `cursor reset --since`: not in the future, and not further
+// back than retention, whose older records may have been pruned: a backfill would send their
+// emails again. retentionText is how the operator wrote store.retention.
+func CheckBackfillSince(since, now time.Time, retention time.Duration, retentionText string) error {
+	if since.After(now.Add(time.Minute)) {
+		return fmt.Errorf("--since %s is in the future; give the time of the first event to read again", since.UTC().Format(time.RFC3339))
+	}
+	if since.Before(now.Add(-retention)) {
+		return fmt.Errorf("--since %s is further back than store.retention (%s): delivery records of older events may "+
+			"have been pruned, and a backfill would send those emails again", since.UTC().Format(time.RFC3339), retentionText)
+	}
+	return nil
 }

@@ -18,7 +18,7 @@ func rejectSends(h *harness) *atomic.Bool {
 	on.Store(true)
 	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
 		if on.Load() && r.Method == http.MethodPost {
-			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified.")
+			fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Illegal address")
 			return true
 		}
 		return false

@@ -162,6 +162,8 @@ type Worker struct {
 	// delivers them (request.go).
 	reqStore RequestStore
 	requests requestRunner
+	// interrupts carries operators' changes to Run (interrupt.go).
+	interrupts chan *interrupt
 }
 
 // New wires a worker.
@@ -177,6 +179,7 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	}
 	wk.reqStore, _ = st.(RequestStore)
 	wk.requests.w = wk
+	wk.interrupts = make(chan *interrupt)
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
 	wk.types = kinds.ListedEvents(opts.Kinds)
 	return wk
@@ -211,13 +214,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.recoverInterrupted(); err != nil {
 		return err
 	}
-	pos, err := w.store.InitPosition(w.opts.StartSince)
-	if err != nil {
-		return err
-	}
-	if !pos.CursorSetAt.IsZero() {
-		w.obs.CursorMoved(pos.CursorSetAt)
-	}
 	// A store failure on either side stops both: the events' pipeline and the requests'.
 	ctx, fail := context.WithCancel(ctx)
 	defer fail()
@@ -225,9 +221,18 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.log.Info("polling WorkOS events", zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since),
-		zap.Strings("event_types", w.types))
-	err = w.dispatch(ctx, pos)
+	for first := true; ; first = false {
+		var in *interrupt
+		in, err = w.term(ctx, first) // interrupt.go
+		if in == nil {
+			break
+		}
+		if err != nil || ctx.Err() != nil {
+			in.done <- ErrNotRunning
+			break
+		}
+		in.done <- in.change()
+	}
 	w.log.Info("stopped polling")
 	if err != nil {
 		fail()
@@ -236,6 +241,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		err = reqErr
 	}
 	return err
+}
+
+// logPolling says where a term of the pipeline starts.
+func (w *Worker) logPolling(pos store.Position, first bool) {
+	msg := "polling WorkOS events"
+	if !first {
+		msg = "polling WorkOS events again after an operator's change"
+	}
+	w.log.Info(msg, zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since), zap.Strings("event_types", w.types))
 }
 
 // fetch lists pages for the dispatcher: one each time it asks (want), the next one asked for

@@ -280,7 +280,7 @@ func TestPermanentRejectionIsDeadWithoutRetry(t *testing.T) {
 	h := newHarness(t)
 	ev, _, _ := h.wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
 	h.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Email address is not verified.")
+		fakeses.WriteError(w, http.StatusBadRequest, "MessageRejected", "Illegal address")
 		return true
 	}
 	h.run()

@@ -5,7 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
+	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"io"
 	"net"
 	"net/http"
@@ -64,7 +64,7 @@ workos:
 store:
   path: `+filepath.Join(t.TempDir(), "state.db")+`
 mailer:
-  from: "Acme <no-reply@acme.example>"
+  from: "Acme <no-reply@acme.test>"
   ses:
     region: us-east-1
     endpoint: `+sesURL+`
@@ -160,10 +160,10 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 // status reads the daemon's /status document.
-func (d *daemonUnderTest) status() statusDoc {
+func (d *daemonUnderTest) status() admin.Status {
 	d.t.Helper()
 	code, body := get(d.t, d.admin+"/status")
-	var doc statusDoc
+	var doc admin.Status
 	if err := json.Unmarshal([]byte(body), &doc); code != http.StatusOK || err != nil {
 		d.t.Fatalf("/status: %d %v %s", code, err, body)
 	}
@@ -299,9 +299,9 @@ func TestMetricsMoveAsEventsFlow(t *testing.T) {
 }
 
 func TestReadinessFollowsPollingAndSES(t *testing.T) {
-	floor := readyPollAgeFloor
-	readyPollAgeFloor = 0 // 3 × poll_interval (150ms) instead of 30s
-	t.Cleanup(func() { readyPollAgeFloor = floor })
+	floor := admin.ReadyPollAgeFloor
+	admin.ReadyPollAgeFloor = 0 // 3 × poll_interval (150ms) instead of 30s
+	t.Cleanup(func() { admin.ReadyPollAgeFloor = floor })
 	var wosDown, keyRejected, sesPaused atomic.Bool
 	d := startDaemon(t, func(d *daemonUnderTest) {
 		d.wos.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
@@ -368,40 +368,6 @@ func TestReadinessFollowsPollingAndSES(t *testing.T) {
 	}
 	if code := d.stop(); code != exitOK {
 		t.Fatalf("exit %d:\n%s", code, d.stderr.String())
-	}
-}
-
-func TestReadinessReasons(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
-	r := &readiness{
-		store:       func() error { return nil },
-		lastPoll:    func() time.Time { return now.Add(-time.Second) },
-		pauseReason: func() string { return "" },
-		keyRejected: func() bool { return false },
-		keyName:     "WORKOS_API_KEY, sk_live_...",
-		maxPollAge:  30 * time.Second,
-		now:         func() time.Time { return now },
-	}
-	if why := r.notReady(); len(why) != 0 {
-		t.Errorf("healthy daemon not ready: %q", why)
-	}
-	r.store = func() error { return errors.New("database not open") }
-	r.lastPoll = func() time.Time { return now.Add(-45 * time.Second) }
-	r.pauseReason = func() string { return "AWS credentials cannot be resolved" }
-	r.keyRejected = func() bool { return true }
-	r.stopping.Store(true)
-	got := strings.Join(r.notReady(), "; ")
-	want := "shutting down; store is not readable; last successful poll of WorkOS events 45s ago (limit 30s); " +
-		"WorkOS rejects the API key (WORKOS_API_KEY, sk_live_...): set a valid one; sending is paused: AWS credentials cannot be resolved"
-	if got != want {
-		t.Errorf("reasons\n got %q\nwant %q", got, want)
-	}
-	r.lastPoll = func() time.Time { return time.Time{} }
-	if got := strings.Join(r.notReady(), "; "); !strings.Contains(got, "no successful poll") {
-		t.Errorf("before the first poll: %q", got)
-	}
-	if readyPollAge(time.Second) != 30*time.Second || readyPollAge(20*time.Second) != time.Minute {
-		t.Error("readyPollAge is not max(3 × poll_interval, 30s)")
 	}
 }
 

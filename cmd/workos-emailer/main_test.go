@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,6 +61,10 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"page size", "workos:\n  api_key: k\n  page_size: 500\n", "", "workos.page_size"},
 		{"start", "workos:\n  api_key: k\n  start: yesterday\n", "", "workos.start"},
 		{"ses needs from", "workos:\n  api_key: k\n", "", "mailer.from"},
+		{"placeholder sender", "workos:\n  api_key: k\nmailer:\n  from: \"Acme <no-reply@acme.example>\"\n", "", "mailer.from: acme.example is a placeholder domain"},
+		{"placeholder sender, example.com", "workos:\n  api_key: k\nmailer:\n  driver: smtp\n  from: no-reply@mail.example.com\n  smtp:\n    host: smtp.acme.test\n", "", "mailer.from: mail.example.com is a placeholder"},
+		{"placeholder organization sender", "workos:\n  api_key: k\nmailer:\n  from: a@acme.test\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    from: b@globex.example\n", "", "organizations.org_01h5jqdv7r7ateyzdeg0w5prys.from: globex.example is a placeholder"},
+		{"retention printed as written", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  retention: 1d12h\n", "", "store.retention: must be at least 31d, got 1d12h"},
 		{"from with CRLF", "workos:\n  api_key: k\nmailer:\n  from: \"a@b.c\\r\\nBcc: x@y.z\"\n", "", "mailer.from"},
 		{"driver", "workos:\n  api_key: k\nmailer:\n  driver: sendmail\n", "", "mailer.driver"},
 		{"on_ambiguous", "workos:\n  api_key: k\nmailer:\n  driver: log\ndelivery:\n  on_ambiguous: maybe\n", "", "delivery.on_ambiguous"},
@@ -192,7 +197,7 @@ func TestConfigDefaultsEnvAndDays(t *testing.T) {
 	t.Setenv("WORKOS_EMAILER_STORE_RETENTION", "60d")
 	t.Setenv("WORKOS_EMAILER_MAILER_SES_ENDPOINT", "http://127.0.0.1:4566")
 	t.Setenv("WORKOS_EMAILER_EVENTS_ENABLED", "magic_auth,invitation")
-	cfg, err := loadConfig(writeConfig(t, "mailer:\n  from: a@example.com\ndelivery:\n  max_event_age: 1d12h\n"), true)
+	cfg, err := config.Load(writeConfig(t, "mailer:\n  from: a@acme.test\ndelivery:\n  max_event_age: 1d12h\n"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,8 +208,8 @@ func TestConfigDefaultsEnvAndDays(t *testing.T) {
 		t.Errorf("config %+v", cfg)
 	}
 	t.Setenv("STATE_DIRECTORY", "/var/lib/workos-emailer")
-	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@example.com")
-	cfg, err = loadConfig("", false)
+	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@acme.test")
+	cfg, err = config.Load("", false)
 	if err != nil || cfg.Store.Path != "/var/lib/workos-emailer/state.db" {
 		t.Errorf("store path under systemd: %q (%v)", cfg.Store.Path, err)
 	}
@@ -238,7 +243,7 @@ workos:
 store:
   path: `+dbPath+`
 mailer:
-  from: "Acme <no-reply@acme.example>"
+  from: "Acme <no-reply@acme.test>"
   ses:
     region: us-east-1
     endpoint: `+sesURL+`
@@ -355,17 +360,22 @@ func TestSampleConfigIsValid(t *testing.T) {
 	}
 	isolate(t)
 	t.Setenv("WORKOS_API_KEY", "sk_test_sample")
-	cfg, err := loadConfig(sample, true)
+	// Its sender is a placeholder, refused until the operator names their own.
+	if _, err := config.Load(sample, true); err == nil || !strings.Contains(err.Error(), "mailer.from: acme.example is a placeholder domain") {
+		t.Fatalf("the sample's placeholder sender is not refused: %v", err)
+	}
+	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "Acme <no-reply@acme.test>")
+	cfg, err := config.Load(sample, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.requireAPIKey(); err != nil {
+	if err := cfg.RequireAPIKey(); err != nil {
 		t.Fatal(err)
 	}
 	// The sample says what the defaults are.
 	isolate(t)
-	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@example.com")
-	defaults, err := loadConfig("", false)
+	t.Setenv("WORKOS_EMAILER_MAILER_FROM", "a@acme.test")
+	defaults, err := config.Load("", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,11 +406,11 @@ func TestConfigTakesRegionalDefaultLocaleAndEveryKind(t *testing.T) {
 	t.Setenv("WORKOS_EMAILER_API_TOKEN", testAPIToken)
 	cfgPath := writeConfig(t, "workos:\n  api_key: k\nmailer:\n  driver: log\ntemplates:\n  default_locale: de-DE\napi:\n  listen: 127.0.0.1:9465\nevents:\n  enabled: ["+
 		strings.Join(kinds.Names(), ", ")+"]\n")
-	cfg, err := loadConfig(cfgPath, true)
+	cfg, err := config.Load(cfgPath, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := cfg.loadTemplates()
+	tm, err := cfg.LoadTemplates()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,24 +432,24 @@ func TestSendAPIConfig(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(testAPIToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := loadConfig(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  token_file: "+tokenFile+
+	cfg, err := config.Load(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n  token_file: "+tokenFile+
 		"\n  previous_token: "+strings.Repeat("p", 40)+"\n"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cfg.apiTokens, []string{testAPIToken, strings.Repeat("p", 40)}) || !slices.Contains(cfg.Events.Enabled, kinds.MagicLink) {
-		t.Errorf("tokens %d, kinds %v", len(cfg.apiTokens), cfg.Events.Enabled)
+	if !slices.Equal(cfg.APITokens(), []string{testAPIToken, strings.Repeat("p", 40)}) || !slices.Contains(cfg.Events.Enabled, kinds.MagicLink) {
+		t.Errorf("tokens %d, kinds %v", len(cfg.APITokens()), cfg.Events.Enabled)
 	}
-	off, err := loadConfig(writeConfig(t, "mailer:\n  driver: log\n"), true)
+	off, err := config.Load(writeConfig(t, "mailer:\n  driver: log\n"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(off.Events.Enabled, kinds.MagicLink) || len(off.apiTokens) != 0 {
+	if slices.Contains(off.Events.Enabled, kinds.MagicLink) || len(off.APITokens()) != 0 {
 		t.Errorf("without api.listen: kinds %v", off.Events.Enabled)
 	}
 	// A token never shows in an error.
 	t.Setenv("WORKOS_EMAILER_API_TOKEN", "sh0rt-secret")
-	_, err = loadConfig(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n"), true)
+	_, err = config.Load(writeConfig(t, "mailer:\n  driver: log\napi:\n  listen: 127.0.0.1:9465\n"), true)
 	if err == nil || strings.Contains(err.Error(), "sh0rt-secret") {
 		t.Errorf("short token: %v", err)
 	}

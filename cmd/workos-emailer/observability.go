@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/workos-emailer/workos-emailer/internal/admin"
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,15 +31,16 @@ type daemonObs struct {
 	// limiter paces SES sends (sendlimit.go); nil for other drivers.
 	limiter *sendlimit.Limiter
 
-	ready    *readiness
-	admin    *httpServer
+	ready    *admin.Readiness
+	admin    *admin.Server
+	control  *admin.Server
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopDog  func()
 	stopOnce sync.Once
 }
 
-func newDaemonObs(cfg *Config, log *zap.Logger) *daemonObs {
+func newDaemonObs(cfg *config.Config, log *zap.Logger) *daemonObs {
 	return &daemonObs{
 		metrics: metrics.New(metrics.Options{Version: version, Commit: buildCommit(), Kinds: cfg.Events.Enabled}),
 		log:     log,
@@ -56,36 +59,43 @@ func apiKeyName(key string) string {
 	return "WORKOS_API_KEY"
 }
 
-// start binds the admin listener (routes adds to /healthz, /readyz and /metrics), tells systemd
-// READY=1, starts the watchdog and the SES quota reader, and sends STOPPING=1 as soon as ctx
-// ends. A listener that cannot bind is an error naming admin.listen.
-func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *worker.Worker, keyRejected func() bool,
-	sender worker.Sender, routes map[string]http.Handler) error {
+// start binds the control socket (control: its routes) and the admin listener (routes adds to
+// /healthz, /readyz and /metrics), tells systemd READY=1, starts the watchdog and the SES quota
+// reader, and sends STOPPING=1 as soon as ctx ends. A listener that cannot bind is an error
+// naming its setting.
+func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Store, w *worker.Worker, keyRejected func() bool,
+	sender worker.Sender, routes, control map[string]http.Handler) error {
 	o.metrics.WatchWorker(w)
-	o.ready = &readiness{
-		store:       func() error { _, err := st.Position(); return err },
-		lastPoll:    w.LastSuccessfulPoll,
-		pauseReason: w.PauseReason,
-		keyRejected: keyRejected,
-		keyName:     apiKeyName(cfg.WorkOS.APIKey),
-		maxPollAge:  readyPollAge(cfg.WorkOS.PollInterval),
-		now:         time.Now,
+	o.ready = &admin.Readiness{
+		Store:       func() error { _, err := st.Position(); return err },
+		LastPoll:    w.LastSuccessfulPoll,
+		PauseReason: w.PauseReason,
+		KeyRejected: keyRejected,
+		KeyName:     apiKeyName(cfg.WorkOS.APIKey),
+		MaxPollAge:  admin.ReadyPollAge(cfg.WorkOS.PollInterval),
+		Now:         time.Now,
 	}
+	ctl, err := admin.ListenControl(cfg.ControlSocket(), control, o.log)
+	if err != nil {
+		return err
+	}
+	o.control = ctl
+	o.log.Info("control socket listening", zap.String("socket", cfg.ControlSocket()))
 	if cfg.Admin.Listen != "" {
-		all := map[string]http.Handler{"/healthz": healthz(), "/readyz": o.ready, "/metrics": o.metrics.Handler()}
+		all := map[string]http.Handler{"/healthz": admin.Healthz(), "/readyz": o.ready, "/metrics": o.metrics.Handler()}
 		for path, h := range routes {
 			if _, taken := all[path]; taken {
 				return fmt.Errorf("admin route %s is mounted twice", path)
 			}
 			all[path] = h
 		}
-		admin, err := listenHTTP("admin.listen", cfg.Admin.Listen, all, o.log)
+		srv, err := admin.Listen("admin.listen", cfg.Admin.Listen, all, o.log)
 		if err != nil {
 			return err
 		}
-		o.admin = admin
-		o.log.Info("admin listener started", zap.String("addr", admin.Addr()),
-			zap.Duration("ready_max_poll_age", o.ready.maxPollAge))
+		o.admin = srv
+		o.log.Info("admin listener started", zap.String("addr", srv.Addr()),
+			zap.Duration("ready_max_poll_age", o.ready.MaxPollAge))
 	}
 
 	bg, cancel := context.WithCancel(context.Background())
@@ -122,7 +132,7 @@ func (o *daemonObs) start(ctx context.Context, cfg *Config, st *store.Store, w *
 func (o *daemonObs) stopping() {
 	o.stopOnce.Do(func() {
 		if o.ready != nil {
-			o.ready.stopping.Store(true)
+			o.ready.Stopping()
 		}
 		sdNotify(o.log, daemon.SdNotifyStopping)
 	})
@@ -137,11 +147,17 @@ func (o *daemonObs) shutdown() {
 		o.cancel()
 	}
 	o.wg.Wait()
-	if o.admin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := o.admin.Shutdown(ctx); err != nil {
-			o.log.Warn("closing the admin listener", zap.Error(err))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, l := range []struct {
+		name string
+		srv  *admin.Server
+	}{{"the admin listener", o.admin}, {"the control socket", o.control}} {
+		if l.srv == nil {
+			continue
+		}
+		if err := l.srv.Shutdown(ctx); err != nil {
+			o.log.Warn("closing "+l.name, zap.Error(err))
 		}
 	}
 }

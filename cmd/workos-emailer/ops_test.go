@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -55,10 +56,10 @@ func opsStore(t *testing.T) string {
 	return db
 }
 
-// opsConfig writes a config for the store at db and admin.listen admin ("" disables).
-func opsConfig(t *testing.T, db, admin string) string {
+// opsConfig writes a config for the store at db and admin.listen adminAddr ("" disables).
+func opsConfig(t *testing.T, db, adminAddr string) string {
 	t.Helper()
-	return writeConfig(t, fmt.Sprintf("mailer:\n  driver: log\nstore:\n  path: %s\nadmin:\n  listen: %q\n", db, admin))
+	return writeConfig(t, fmt.Sprintf("mailer:\n  driver: log\nstore:\n  path: %s\nadmin:\n  listen: %q\n", db, adminAddr))
 }
 
 // recently is a valid --since for cursor reset.
@@ -115,26 +116,26 @@ func decode[T any](t *testing.T, s string) T {
 func TestStatusReadsTheStoreWhenNoDaemonAnswers(t *testing.T) {
 	opsSetup(t)
 	db := opsStore(t)
-	for _, admin := range []string{"", closedPort(t)} {
-		cfg := opsConfig(t, db, admin)
+	for _, adminAddr := range []string{"", closedPort(t)} {
+		cfg := opsConfig(t, db, adminAddr)
 		out, errOut := mustCLI(t, 0, "status", "--config", cfg)
 		for _, want := range []string{"store file", db, "event_01E", "last poll  unknown", "dead       2", "ambiguous  1",
 			"KIND", "invitation", "all                 0        0        1     1        2     1          5"} {
 			if !strings.Contains(out, want) {
-				t.Errorf("admin %q: status lacks %q:\n%s", admin, want, out)
+				t.Errorf("adminAddr %q: status lacks %q:\n%s", adminAddr, want, out)
 			}
 		}
 		if !strings.Contains(errOut, "read the store file") {
-			t.Errorf("admin %q: no note that the store was read: %q", admin, errOut)
+			t.Errorf("adminAddr %q: no note that the store was read: %q", adminAddr, errOut)
 		}
 
 		out, _ = mustCLI(t, 0, "status", "--json", "--config", cfg)
-		doc := decode[statusDoc](t, out)
-		if doc.Source != sourceStore || doc.StorePath != db || doc.Records != 5 || doc.Dead != 2 || doc.Ambiguous != 1 ||
+		doc := decode[admin.Status](t, out)
+		if doc.Source != admin.SourceStore || doc.StorePath != db || doc.Records != 5 || doc.Dead != 2 || doc.Ambiguous != 1 ||
 			doc.Live != nil || doc.Cursor.EventID != "event_01E" || doc.Cursor.Since == nil || !doc.Cursor.Since.Equal(opsSince) ||
 			doc.Cursor.AgeSeconds == nil || *doc.Cursor.AgeSeconds < 3600 || doc.Kinds["invitation"]["dead"] != 1 ||
 			doc.Kinds["magic_auth"]["sent"] != 1 || doc.States["pending"] != 0 || !doc.Cursor.Initialized {
-			t.Errorf("admin %q: status --json %+v", admin, doc)
+			t.Errorf("adminAddr %q: status --json %+v", adminAddr, doc)
 		}
 		// Every documented key is there, unknowns as null.
 		raw := decode[map[string]json.RawMessage](t, out)
@@ -156,17 +157,17 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 	st := lockStore(t, db)
 	lastPoll := time.Now().Add(-2 * time.Second)
 	mux := http.NewServeMux()
-	mux.Handle("/status", statusHandler(st, kinds.Defaults(), func() liveInfo {
-		return liveInfo{LastPoll: lastPoll, SESQuota: &sesQuota{MaxSendRate: 14, Max24HourSend: 50000, SentLast24Hours: 3}}
+	mux.Handle("/status", admin.StatusHandler(st, kinds.Defaults(), func() admin.Live {
+		return admin.Live{LastPoll: lastPoll, SESQuota: &admin.SESQuota{MaxSendRate: 14, Max24HourSend: 50000, SentLast24Hours: 3}}
 	}))
-	mux.Handle("/dead", deadHandler(st))
+	mux.Handle("/dead", admin.DeadHandler(st))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	cfg := opsConfig(t, db, srv.Listener.Addr().String())
 
 	out, errOut := mustCLI(t, 0, "status", "--json", "--config", cfg)
-	doc := decode[statusDoc](t, out)
-	if doc.Source != sourceDaemon || doc.Live == nil || doc.Live.LastPollAt == nil || !doc.Live.LastPollAt.Equal(lastPoll.UTC()) ||
+	doc := decode[admin.Status](t, out)
+	if doc.Source != admin.SourceDaemon || doc.Live == nil || doc.Live.LastPollAt == nil || !doc.Live.LastPollAt.Equal(lastPoll.UTC()) ||
 		doc.Live.SESQuota == nil || doc.Live.SESQuota.MaxSendRate != 14 || doc.Live.SESPaused || doc.Records != 5 || doc.Dead != 2 {
 		t.Errorf("status --json from the daemon: %+v (live %+v)", doc, doc.Live)
 	}
@@ -174,19 +175,19 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 		t.Errorf("stderr %q", errOut)
 	}
 	out, _ = mustCLI(t, 0, "status", "--config", cfg)
-	for _, want := range []string{"daemon (admin listener)", "last poll  " + lastPoll.UTC().Format(time.RFC3339), "not paused; quota 14/s, 50000 per 24h, 3 sent"} {
+	for _, want := range []string{"daemon (admin listener ", "last poll  " + lastPoll.UTC().Format(time.RFC3339), "not paused; quota 14/s, 50000 per 24h, 3 sent"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
 
 	out, _ = mustCLI(t, 0, "dead", "list", "--json", "--config", cfg)
-	dead := decode[deadDoc](t, out)
+	dead := decode[admin.Dead](t, out)
 	var ids []string
 	for _, e := range dead.Deliveries {
 		ids = append(ids, e.EventID)
 	}
-	if dead.Source != sourceDaemon || dead.Count != 3 || !slices.Equal(ids, []string{"event_01B", "event_01C", "event_01D"}) {
+	if dead.Source != admin.SourceDaemon || dead.Count != 3 || !slices.Equal(ids, []string{"event_01B", "event_01C", "event_01D"}) {
 		t.Errorf("dead list --json from the daemon: %+v", dead)
 	}
 	out, _ = mustCLI(t, 0, "cursor", "show", "--config", cfg)
@@ -196,12 +197,12 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 
 	// The daemon's admin listener is down (or admin.listen is wrong): the store cannot be read
 	// either, and the message says both.
-	for _, admin := range []string{closedPort(t), ""} {
-		cfg := opsConfig(t, db, admin)
+	for _, adminAddr := range []string{closedPort(t), ""} {
+		cfg := opsConfig(t, db, adminAddr)
 		for _, args := range [][]string{{"status"}, {"dead", "list"}, {"cursor", "show"}} {
 			_, errOut := mustCLI(t, exitLocked, append(args, "--config", cfg)...)
 			if !strings.Contains(errOut, "holds the store") || !strings.Contains(errOut, "admin.listen") {
-				t.Errorf("%v with admin %q: %q", args, admin, errOut)
+				t.Errorf("%v with adminAddr %q: %q", args, adminAddr, errOut)
 			}
 		}
 	}
@@ -210,16 +211,16 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 func TestStatusAndDeadHandlers(t *testing.T) {
 	opsSetup(t)
 	st := lockStore(t, opsStore(t))
-	srv := httptest.NewServer(statusHandler(st, kinds.Defaults(), nil))
+	srv := httptest.NewServer(admin.StatusHandler(st, kinds.Defaults(), nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc statusDoc
+	var doc admin.Status
 	err = json.NewDecoder(resp.Body).Decode(&doc)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || doc.Source != sourceDaemon || doc.Live != nil {
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || doc.Source != admin.SourceDaemon || doc.Live != nil {
 		t.Errorf("GET /status: %d %q %+v %v", resp.StatusCode, resp.Header.Get("Content-Type"), doc, err)
 	}
 	resp, err = http.Post(srv.URL, "text/plain", nil)
@@ -232,8 +233,10 @@ func TestStatusAndDeadHandlers(t *testing.T) {
 	}
 }
 
-// cursor set, cursor reset and dead retry change the store: never while the daemon holds it.
-func TestWritersRefuseWhileTheDaemonHoldsTheStore(t *testing.T) {
+// cursor set, cursor reset and dead retry change the store through the daemon that holds it; a
+// process that holds it without answering on the control socket (an older daemon, another user's)
+// is never written under.
+func TestWritersRefuseWhileAnotherProcessHoldsTheStore(t *testing.T) {
 	opsSetup(t)
 	db := opsStore(t)
 	lockStore(t, db)
@@ -245,7 +248,7 @@ func TestWritersRefuseWhileTheDaemonHoldsTheStore(t *testing.T) {
 		{"dead", "retry", "--all"},
 	} {
 		_, errOut := mustCLI(t, exitLocked, append(args, "--config", cfg)...)
-		if !strings.Contains(errOut, "stop the service first") || !strings.Contains(errOut, "systemctl stop workos-emailer") ||
+		if !strings.Contains(errOut, "does not answer at the control socket "+db+".sock") || !strings.Contains(errOut, "stop the service") ||
 			!strings.Contains(errOut, db) {
 			t.Errorf("%v: %q", args, errOut)
 		}
@@ -353,8 +356,8 @@ func TestDeadListAndRetry(t *testing.T) {
 		}
 	}
 	out, _ = mustCLI(t, 0, "dead", "list", "--json", "--config", cfg)
-	dead := decode[deadDoc](t, out)
-	if dead.Source != sourceStore || dead.Count != 3 || dead.Deliveries[0].Reason != "SES MessageRejected: Email address is not verified." ||
+	dead := decode[admin.Dead](t, out)
+	if dead.Source != admin.SourceStore || dead.Count != 3 || dead.Deliveries[0].Reason != "SES MessageRejected: Email address is not verified." ||
 		dead.Deliveries[0].State != "dead" || dead.Deliveries[0].Kind != "invitation" || dead.Deliveries[0].Attempts != 1 ||
 		!dead.Deliveries[0].Retryable || dead.Deliveries[2].Retryable || dead.Deliveries[0].UpdatedAt.IsZero() {
 		t.Errorf("dead list --json: %+v", dead)
@@ -363,7 +366,7 @@ func TestDeadListAndRetry(t *testing.T) {
 	unchanged := func() {
 		t.Helper()
 		out, _ := mustCLI(t, 0, "status", "--json", "--config", cfg)
-		if doc := decode[statusDoc](t, out); doc.Dead != 2 || doc.Ambiguous != 1 || doc.RetryQueued != 0 {
+		if doc := decode[admin.Status](t, out); doc.Dead != 2 || doc.Ambiguous != 1 || doc.RetryQueued != 0 {
 			t.Fatalf("a refused retry changed the store: %+v", doc)
 		}
 	}
@@ -398,7 +401,7 @@ func TestDeadListAndRetry(t *testing.T) {
 		t.Errorf("dead retry --all: %q / %q", out, errOut)
 	}
 	out, _ = mustCLI(t, 0, "status", "--json", "--config", cfg)
-	if doc := decode[statusDoc](t, out); doc.Dead != 1 || doc.Ambiguous != 0 || doc.RetryQueued != 2 || doc.States["pending"] != 2 {
+	if doc := decode[admin.Status](t, out); doc.Dead != 1 || doc.Ambiguous != 0 || doc.RetryQueued != 2 || doc.States["pending"] != 2 {
 		t.Errorf("after retries: %+v", doc)
 	}
 	out, _ = mustCLI(t, 0, "dead", "retry", "--all", "--config", cfg)
@@ -433,7 +436,7 @@ func TestStatusListsTheEnabledKinds(t *testing.T) {
 		enabled []string
 		welcome bool
 	}{{kinds.Defaults(), false}, {append(kinds.Defaults(), kinds.Welcome), true}} {
-		doc, err := buildStatus(st, tc.enabled, time.Now(), sourceStore, nil)
+		doc, err := admin.BuildStatus(st, tc.enabled, time.Now(), admin.SourceStore, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -455,9 +458,9 @@ func TestStatusShowsTheWorkOSBudget(t *testing.T) {
 	opsSetup(t)
 	st := lockStore(t, opsStore(t))
 	now := time.Now()
-	live := &liveInfo{LastPoll: now, Budget: &workosapi.BudgetStatus{Max: 50, Rate: 12.5, Limited: true,
+	live := &admin.Live{LastPoll: now, Budget: &workosapi.BudgetStatus{Max: 50, Rate: 12.5, Limited: true,
 		PausedUntil: now.Add(2 * time.Second), Throttled: 3, Paused: 4 * time.Second}}
-	doc, err := buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	doc, err := admin.BuildStatus(st, kinds.Defaults(), now, admin.SourceDaemon, live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,14 +469,14 @@ func TestStatusShowsTheWorkOSBudget(t *testing.T) {
 		t.Fatalf("workos_budget %+v", b)
 	}
 	var out strings.Builder
-	if err := printStatus(&out, doc); err != nil {
+	if err := printStatus(&out, doc, "daemon"); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "12.5 of 50 requests/s, lowered after WorkOS answered 429; PAUSED for 2s") {
 		t.Errorf("status does not show the budget:\n%s", out.String())
 	}
 	live.Budget = &workosapi.BudgetStatus{Max: 50, Rate: 50}
-	if doc, _ = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live); doc.Live.WorkOSBudget.PausedUntil != nil || doc.Live.WorkOSBudget.Lowered {
+	if doc, _ = admin.BuildStatus(st, kinds.Defaults(), now, admin.SourceDaemon, live); doc.Live.WorkOSBudget.PausedUntil != nil || doc.Live.WorkOSBudget.Lowered {
 		t.Errorf("a budget in full: %+v", doc.Live.WorkOSBudget)
 	}
 	if !strings.Contains(out.String(), "backlog        none: the main reader is caught up") {
@@ -483,12 +486,12 @@ func TestStatusShowsTheWorkOSBudget(t *testing.T) {
 	// Behind, with a live reader.
 	since := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	live.Backlog = worker.Backlog{Behind: 2 * time.Hour, CatchUp: 5 * time.Minute, LiveRunning: true, LiveSince: since, LiveLag: time.Second}
-	doc, _ = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	doc, _ = admin.BuildStatus(st, kinds.Defaults(), now, admin.SourceDaemon, live)
 	if bl := doc.Live.Backlog; bl.BehindSeconds != 7200 || bl.CatchUpSeconds == nil || *bl.CatchUpSeconds != 300 || !bl.LiveReader || !bl.LiveSince.Equal(since) {
 		t.Errorf("backlog %+v", bl)
 	}
 	out.Reset()
-	_ = printStatus(&out, doc)
+	_ = printStatus(&out, doc, "daemon")
 	if !strings.Contains(out.String(), "the main reader is 2h0m0s behind, catching up in about 5m0s; a live reader sends new events meanwhile (those since 2026-12-02T12:00:00Z, 1s behind)") {
 		t.Errorf("status does not show the backlog:\n%s", out.String())
 	}

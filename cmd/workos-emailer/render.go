@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"io"
 	"path/filepath"
 	"slices"
@@ -39,11 +41,11 @@ func newRenderCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 			case all && variant != "":
 				return usageError{fmt.Errorf("render --all renders every variant; --variant is for one KIND")}
 			}
-			cfg, err := loadConfigFor(g.configPath, cmd.Flags().Changed("config"), true)
+			cfg, err := config.LoadForPreview(g.configPath, cmd.Flags().Changed("config"))
 			if err != nil {
 				return err
 			}
-			templates, err := cfg.loadTemplates()
+			templates, err := cfg.LoadTemplates()
 			if err != nil {
 				return err
 			}
@@ -61,7 +63,7 @@ func newRenderCmd(g *globalFlags, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			fmt.Fprintf(stderr, "from: %s\nsubject: %s\nlocale: %s\ntemplates: %s\n", orDefault(p.Sender.From, cfg.Mailer.From), p.Subject, p.Locale, strings.Join(p.Files, ", "))
+			fmt.Fprintf(stderr, "from: %s\nsubject: %s\nlocale: %s\ntemplates: %s\n", cmp.Or(p.Sender.From, cfg.Mailer.From), p.Subject, p.Locale, strings.Join(p.Files, ", "))
 			if text {
 				_, err = io.WriteString(stdout, p.Text)
 			} else {

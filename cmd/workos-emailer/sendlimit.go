@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"go.uber.org/zap"
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
@@ -12,7 +13,7 @@ import (
 // per email: for ses, fed by the daemon's one SES quota reader (observability.go), as are the
 // metrics; for smtp, at mailer.smtp.max_send_rate when set. The file and log drivers are not
 // paced.
-func paceSends(cfg *Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
+func paceSends(cfg *config.Config, sender worker.Sender, opts *worker.Options, obs *daemonObs, log *zap.Logger) {
 	if _, ok := sender.(*mailer.SMTP); ok && cfg.Mailer.SMTP.MaxSendRate > 0 {
 		// A relay's own limit, as configured: there is no quota to read.
 		lim := sendlimit.New(sendlimit.Options{Rate: cfg.Mailer.SMTP.MaxSendRate, Log: log})

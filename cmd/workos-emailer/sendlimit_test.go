@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -18,10 +19,10 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 	opsSetup(t)
 	st := lockStore(t, opsStore(t))
 	now := time.Now()
-	live := &liveInfo{LastPoll: now, SESQuota: &sesQuota{MaxSendRate: 14, Max24HourSend: 200, SentLast24Hours: 190},
+	live := &admin.Live{LastPoll: now, SESQuota: &admin.SESQuota{MaxSendRate: 14, Max24HourSend: 200, SentLast24Hours: 190},
 		SendLimit: &sendlimit.Status{Rate: 7, TargetRate: 14, RateSource: sendlimit.SourceAccount, Throttled: true,
 			QuotaExhausted: true, SentSinceQuotaRead: 10}}
-	doc, err := buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	doc, err := admin.BuildStatus(st, kinds.Defaults(), now, admin.SourceDaemon, live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 		}
 	}
 	var out strings.Builder
-	if err := printStatus(&out, doc); err != nil {
+	if err := printStatus(&out, doc, "daemon"); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"190 sent in the last 24h (+10 since); 24-HOUR QUOTA USED UP",
@@ -54,7 +55,7 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 	}
 
 	live.SendLimit = nil // the file and log drivers
-	doc, err = buildStatus(st, kinds.Defaults(), now, sourceDaemon, live)
+	doc, err = admin.BuildStatus(st, kinds.Defaults(), now, admin.SourceDaemon, live)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestStatusShowsTheSendLimiter(t *testing.T) {
 		}
 	}
 	out.Reset()
-	_ = printStatus(&out, doc)
+	_ = printStatus(&out, doc, "daemon")
 	if strings.Contains(out.String(), "SES pace") || strings.Contains(out.String(), "QUOTA USED UP") {
 		t.Errorf("status without a limiter:\n%s", out.String())
 	}
@@ -118,7 +119,7 @@ func TestDaemonPacesSESFromOneQuotaReader(t *testing.T) {
 				t.Error("workos_emailer_ses_rate_wait_seconds_total missing")
 			}
 			_, status := get(t, d.admin+"/status")
-			var doc statusDoc
+			var doc admin.Status
 			if err := json.Unmarshal([]byte(status), &doc); err != nil || doc.Live == nil || doc.Live.SESRateLimit == nil {
 				t.Fatalf("status %s (%v)", status, err)
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"io"
 	"net"
 	"net/http"
@@ -34,7 +35,7 @@ func newSendMagicLinkCmd(load loadFunc, stdout io.Writer) *cobra.Command {
 				return err
 			}
 			if cfg.API.Listen == "" {
-				return keyErr("api.listen", "is not set: the send API is off, so no daemon takes Magic Link requests")
+				return config.KeyError("api.listen", "is not set: the send API is off, so no daemon takes Magic Link requests")
 			}
 			body, _ := json.Marshal(map[string]string{"email": args[0], "redirect_uri": redirectURI, "state": state,
 				"locale": locale, "organization_id": org})
@@ -44,7 +45,7 @@ func newSendMagicLinkCmd(load loadFunc, stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req.Header.Set("Authorization", "Bearer "+cfg.apiTokens[0])
+			req.Header.Set("Authorization", "Bearer "+cfg.APITokens()[0])
 			req.Header.Set("Content-Type", "application/json")
 			if key != "" {
 				req.Header.Set("Idempotency-Key", key)

@@ -35,7 +35,7 @@ func TestSendMagicLinkThroughTheDaemon(t *testing.T) {
 
 	for i := 0; i < 2; i++ {
 		code, stdout, errOut := cli(t, context.Background(), "send", "magic-link", "ada@example.com", "--locale", "de",
-			"--redirect-uri", "https://app.acme.example/callback", "--idempotency-key", "cli-1", "--config", cfg)
+			"--redirect-uri", "https://app.acme.test/callback", "--idempotency-key", "cli-1", "--config", cfg)
 		if code != exitOK || !strings.Contains(stdout, "request_") {
 			t.Fatalf("send magic-link: exit %d, %q %q", code, stdout, errOut)
 		}

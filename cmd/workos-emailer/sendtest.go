@@ -55,7 +55,7 @@ func newSendTestCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			templates, err := cfg.loadTemplates()
+			templates, err := cfg.LoadTemplates()
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/workos-emailer/workos-emailer/internal/config"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func relayed(r *smtpsink.Server) []string {
 func TestSMTPDriverFromConfig(t *testing.T) {
 	isolate(t)
 	r, port := startRelay(t)
-	cfg := writeConfig(t, "mailer:\n  driver: smtp\n  from: \"Acme <no-reply@acme.example>\"\n  smtp:\n    host: 127.0.0.1\n    port: "+
+	cfg := writeConfig(t, "mailer:\n  driver: smtp\n  from: \"Acme <no-reply@acme.test>\"\n  smtp:\n    host: 127.0.0.1\n    port: "+
 		strconv.Itoa(port)+"\n    tls: none\n")
 	code, stdout, stderr := cli(t, context.Background(), "send", "test", "invitation", "--to", "me@example.com", "--config", cfg)
 	if code != exitOK {
@@ -51,12 +52,12 @@ func TestSMTPDriverFromConfig(t *testing.T) {
 func TestSMTPConfigErrors(t *testing.T) {
 	isolate(t)
 	for _, tc := range []struct{ yaml, key string }{
-		{"mailer:\n  driver: smtp\n  from: a@acme.example\n", "mailer.smtp.host"},
+		{"mailer:\n  driver: smtp\n  from: a@acme.test\n", "mailer.smtp.host"},
 		{"mailer:\n  driver: smtp\n  smtp:\n    host: smtp.example.net\n", "mailer.from"},
-		{"mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: smtp.example.net\n    tls: none\n", "mailer.smtp.tls"},
-		{"mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: smtp.example.net\n    tls: ssl\n", "mailer.smtp.tls"},
-		{"mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: smtp.example.net\n    password: hunter2-secret\n", "mailer.smtp.username"},
-		{"mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: smtp.example.net\n    password_file: /nonexistent/pw\n", "mailer.smtp.password_file"},
+		{"mailer:\n  driver: smtp\n  from: a@acme.test\n  smtp:\n    host: smtp.example.net\n    tls: none\n", "mailer.smtp.tls"},
+		{"mailer:\n  driver: smtp\n  from: a@acme.test\n  smtp:\n    host: smtp.example.net\n    tls: ssl\n", "mailer.smtp.tls"},
+		{"mailer:\n  driver: smtp\n  from: a@acme.test\n  smtp:\n    host: smtp.example.net\n    password: hunter2-secret\n", "mailer.smtp.username"},
+		{"mailer:\n  driver: smtp\n  from: a@acme.test\n  smtp:\n    host: smtp.example.net\n    password_file: /nonexistent/pw\n", "mailer.smtp.password_file"},
 	} {
 		code, _, stderr := cli(t, context.Background(), "send", "test", "invitation", "--to", "me@example.com", "--config", writeConfig(t, tc.yaml))
 		if code != exitUsage || !strings.Contains(stderr, tc.key) || strings.Contains(stderr, "hunter2") {
@@ -70,11 +71,11 @@ func TestSMTPConfigErrors(t *testing.T) {
 func TestOrganizationSender(t *testing.T) {
 	isolate(t)
 	r, port := startRelay(t)
-	cfg := writeConfig(t, "mailer:\n  driver: smtp\n  from: \"Acme <no-reply@acme.example>\"\n  smtp:\n    host: 127.0.0.1\n    port: "+
+	cfg := writeConfig(t, "mailer:\n  driver: smtp\n  from: \"Acme <no-reply@acme.test>\"\n  smtp:\n    host: 127.0.0.1\n    port: "+
 		strconv.Itoa(port)+"\n    tls: none\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    locale: de\n"+
-		"    from: \"Müller GmbH <no-reply@mueller.example>\"\n    reply_to: hilfe@mueller.example\n")
+		"    from: \"Müller GmbH <no-reply@mueller.test>\"\n    reply_to: hilfe@mueller.test\n")
 	code, _, stderr := cli(t, context.Background(), "render", "invitation", "--org", "org_01H5JQDV7R7ATEYZDEG0W5PRYS", "--config", cfg)
-	if code != exitOK || !strings.Contains(stderr, "from: Müller GmbH <no-reply@mueller.example>") || !strings.Contains(stderr, "locale: de") {
+	if code != exitOK || !strings.Contains(stderr, "from: Müller GmbH <no-reply@mueller.test>") || !strings.Contains(stderr, "locale: de") {
 		t.Errorf("render --org: exit %d, %q", code, stderr)
 	}
 	for _, org := range []string{"org_01H5JQDV7R7ATEYZDEG0W5PRYS", ""} {
@@ -90,11 +91,11 @@ func TestOrganizationSender(t *testing.T) {
 	if len(msgs) != 2 {
 		t.Fatalf("%d messages", len(msgs))
 	}
-	if m := msgs[0]; !strings.Contains(m, "no-reply@mueller.example>") || !strings.Contains(m, "Reply-To: hilfe@mueller.example") ||
+	if m := msgs[0]; !strings.Contains(m, "no-reply@mueller.test>") || !strings.Contains(m, "Reply-To: hilfe@mueller.test") ||
 		!strings.Contains(m, "Einladung") {
 		t.Errorf("the organization's email:\n%s", m[:min(len(m), 600)])
 	}
-	if m := msgs[1]; !strings.Contains(m, "From: Acme <no-reply@acme.example>") || strings.Contains(m, "mueller") {
+	if m := msgs[1]; !strings.Contains(m, "From: Acme <no-reply@acme.test>") || strings.Contains(m, "mueller") {
 		t.Errorf("the default email:\n%s", m[:min(len(m), 600)])
 	}
 	bad := writeConfig(t, "mailer:\n  driver: log\norganizations:\n  org_01H5JQDV7R7ATEYZDEG0W5PRYS:\n    from: \"x@y.z\\r\\nBcc: e@vil.example\"\n")
@@ -111,7 +112,7 @@ func TestOrganizationSender(t *testing.T) {
 func TestSMTPPacing(t *testing.T) {
 	isolate(t)
 	for _, rate := range []float64{0, 5} {
-		cfg, err := loadConfig(writeConfig(t, "mailer:\n  driver: smtp\n  from: a@acme.example\n  smtp:\n    host: 127.0.0.1\n    tls: none\n    max_send_rate: "+
+		cfg, err := config.Load(writeConfig(t, "mailer:\n  driver: smtp\n  from: a@acme.test\n  smtp:\n    host: 127.0.0.1\n    tls: none\n    max_send_rate: "+
 			strconv.FormatFloat(rate, 'f', -1, 64)+"\n"), true)
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,42 @@
+package admin
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestReadinessReasons(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	r := &Readiness{
+		Store:       func() error { return nil },
+		LastPoll:    func() time.Time { return now.Add(-time.Second) },
+		PauseReason: func() string { return "" },
+		KeyRejected: func() bool { return false },
+		KeyName:     "WORKOS_API_KEY, sk_live_...",
+		MaxPollAge:  30 * time.Second,
+		Now:         func() time.Time { return now },
+	}
+	if why := r.NotReady(); len(why) != 0 {
+		t.Errorf("healthy daemon not ready: %q", why)
+	}
+	r.Store = func() error { return errors.New("database not open") }
+	r.LastPoll = func() time.Time { return now.Add(-45 * time.Second) }
+	r.PauseReason = func() string { return "AWS credentials cannot be resolved" }
+	r.KeyRejected = func() bool { return true }
+	r.Stopping()
+	got := strings.Join(r.NotReady(), "; ")
+	want := "shutting down; store is not readable; last successful poll of WorkOS events 45s ago (limit 30s); " +
+		"WorkOS rejects the API key (WORKOS_API_KEY, sk_live_...): set a valid one; sending is paused: AWS credentials cannot be resolved"
+	if got != want {
+		t.Errorf("reasons\n got %q\nwant %q", got, want)
+	}
+	r.LastPoll = func() time.Time { return time.Time{} }
+	if got := strings.Join(r.NotReady(), "; "); !strings.Contains(got, "no successful poll") {
+		t.Errorf("before the first poll: %q", got)
+	}
+	if ReadyPollAge(time.Second) != 30*time.Second || ReadyPollAge(20*time.Second) != time.Minute {
+		t.Error("readyPollAge is not max(3 × poll_interval, 30s)")
+	}
+}

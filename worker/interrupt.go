@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// An interrupt is an operator's change that the event pipeline must not run beside: moving the
+// cursor (`cursor set`, `cursor reset` through the control socket). The pipeline holds the
+// cursor in memory and moves it over each finished prefix, so a cursor written under it would
+// be overwritten by its next move. Run therefore ends the pipeline's term the way a shutdown
+// does (nothing new starts, sends in flight finish and are recorded, the cursor is durable),
+// runs the change, and starts a new term from the store's position. The emails on request run
+// on beside it: they do not follow the cursor.
+
+// ErrNotRunning means Run is not delivering (not started yet, or stopping), so an interrupt
+// cannot be applied now.
+var ErrNotRunning = errors.New("the daemon's event pipeline is not running (starting or stopping); try again in a moment")
+
+type interrupt struct {
+	change func() error
+	done   chan error // buffered: Run never waits for the caller
+}
+
+// Interrupt runs change between two terms of the event pipeline, with no event in flight, and
+// returns its error. Polling resumes from the store's position afterwards, so change may move
+// the cursor. It waits until ctx ends for the pipeline to stop (sends in flight finish first:
+// seconds, or up to a send's timeout).
+func (w *Worker) Interrupt(ctx context.Context, change func() error) error {
+	in := &interrupt{change: change, done: make(chan error, 1)}
+	select {
+	case w.interrupts <- in:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrNotRunning, ctx.Err())
+	}
+	select {
+	case err := <-in.done:
+		return err
+	case <-ctx.Done():
+		// The change still runs (or ran) once Run gets to it; only the answer is lost.
+		return fmt.Errorf("waiting for the event pipeline to stop between events: %w", ctx.Err())
+	}
+}
+
+// term runs the pipeline from the store's position until ctx ends, the stream is drained
+// (StopWhenIdle), the store fails, or an interrupt arrives; it returns that interrupt, nil for
+// the others.
+func (w *Worker) term(ctx context.Context, first bool) (*interrupt, error) {
+	pos, err := w.store.InitPosition(w.opts.StartSince)
+	if err != nil {
+		return nil, err
+	}
+	if !pos.CursorSetAt.IsZero() {
+		w.obs.CursorMoved(pos.CursorSetAt)
+	}
+	ctx, end := context.WithCancel(ctx)
+	defer end()
+	var in *interrupt
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case in = <-w.interrupts:
+			end()
+		case <-ctx.Done():
+		}
+	}()
+	w.logPolling(pos, first)
+	err = w.dispatch(ctx, pos)
+	end()
+	<-watched
+	return in, err
+}
