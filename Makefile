@@ -15,7 +15,7 @@ help:
 	@echo "make bench   - benchmark the pipeline against the fakes and the naive loop, and a backfill under WorkOS's rate limits (BENCH_FLAGS='-quick', '-markdown', '-scenarios limits'; see BENCHMARKS.md)"
 	@echo "make e2e     - crash suite (SIGKILL), store faults, SES v2 emulator, WorkOS OpenAPI conformance, preview gallery (needs npm, chromium)"
 	@echo "make tools   - install the test tools (SES emulator, WorkOS OpenAPI spec, html-validate) into .tools/node_modules"
-	@echo "make install - binary, systemd units, README, and the sample config if none (PREFIX=$(PREFIX), DESTDIR)"
+	@echo "make install - binary, systemd units, README and docs/, and the sample config if none (PREFIX=$(PREFIX), DESTDIR)"
 	@echo "make uninstall - remove what install put in place except config and state"
 	@echo "make clean   - remove build and demo output"
 
@@ -99,6 +99,9 @@ install:
 		mv $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
 	done
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@# The README links into docs/: install it beside the README so the links resolve.
+	install -d $(DESTDIR)$(DOCDIR)/docs
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 	@# The config holds no secrets and must be readable by the service's dynamic user; an
 	@# existing one is the operator's and is never overwritten. It names the unit's
 	@# StateDirectory store, so operator commands run from a shell find the same file.
@@ -116,5 +119,7 @@ install:
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/workos-emailer $(DESTDIR)$(DOCDIR)/README.md
 	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	rm -f $(DESTDIR)$(DOCDIR)/docs/*.md
+	-rmdir $(DESTDIR)$(DOCDIR)/docs 2>/dev/null
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 	@echo "kept $(SYSCONFDIR)/workos-emailer and the state in /var/lib/workos-emailer"
