@@ -70,6 +70,9 @@ type SendError struct {
 	Err         error
 	// firstCommand: SMTP failed at MAIL FROM, before anything of the message was sent.
 	firstCommand bool
+	// pauseReason, when set, is PauseReason's answer for a Paused error whose code alone
+	// would say too little (SES's MessageRejected for an unverified identity).
+	pauseReason string
 }
 
 func (e *SendError) Error() string {
@@ -93,6 +96,8 @@ func PauseReason(err error) string {
 	switch {
 	case !errors.As(err, &se) || se.Class != Paused:
 		return ""
+	case se.pauseReason != "":
+		return se.pauseReason
 	case se.Code == CodeCredentialsUnavailable:
 		return "AWS credentials cannot be resolved"
 	case strings.HasPrefix(se.Code, "SMTP"):

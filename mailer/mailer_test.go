@@ -108,27 +108,41 @@ func sesAt(t *testing.T, endpoint string) *SES {
 }
 
 func TestSESErrorClasses(t *testing.T) {
+	const (
+		unverified = "Email address is not verified. The following identities failed the check in region EU-WEST-1: no-reply@acme.example, a@example.com"
+		// Only the recipient: the sandbox refuses this one email, not every email.
+		recipientOnly = "Email address is not verified. The following identities failed the check in region EU-WEST-1: a@example.com"
+	)
 	for _, tc := range []struct {
 		status int
 		code   string
+		msg    string // "": "injected"
 		want   Class
+		pause  string // PauseReason, for Paused
 	}{
-		{429, "TooManyRequestsException", Retry},
-		{500, "InternalFailure", Retry},
-		{503, "ServiceUnavailable", Retry},
-		{400, "MessageRejected", Permanent},
-		{400, "MailFromDomainNotVerifiedException", Permanent},
-		{400, "BadRequestException", Permanent},
-		{400, "AccountSuspendedException", Paused},
-		{400, "SendingPausedException", Paused},
-		{403, "AccessDeniedException", Paused},
-		{404, "NotFoundException", Paused},
-		{400, "LimitExceededException", Retry},
+		{status: 429, code: "TooManyRequestsException", want: Retry},
+		{status: 500, code: "InternalFailure", want: Retry},
+		{status: 503, code: "ServiceUnavailable", want: Retry},
+		{status: 400, code: "MessageRejected", want: Permanent},
+		{status: 400, code: "MessageRejected", msg: "Email content rejected: it contains a link to a blocked domain.", want: Permanent},
+		// An identity that is not verified (the sender, or a recipient in the sandbox) is the
+		// account's problem: paused, not the message's death.
+		{status: 400, code: "MessageRejected", msg: unverified, want: Paused, pause: pauseUnverified},
+		{status: 400, code: "MessageRejected", msg: recipientOnly, want: Permanent},
+		{status: 400, code: "MessageRejected", msg: "EMAIL ADDRESS IS NOT VERIFIED.", want: Paused, pause: pauseUnverified},
+		{status: 400, code: "MessageRejected", msg: "Domain is not verified", want: Paused, pause: pauseUnverified},
+		{status: 400, code: "MailFromDomainNotVerifiedException", want: Paused, pause: pauseMailFrom},
+		{status: 400, code: "BadRequestException", want: Permanent},
+		{status: 400, code: "AccountSuspendedException", want: Paused, pause: "SES refuses to send for the account (AccountSuspendedException)"},
+		{status: 400, code: "SendingPausedException", want: Paused, pause: "SES refuses to send for the account (SendingPausedException)"},
+		{status: 403, code: "AccessDeniedException", want: Paused},
+		{status: 404, code: "NotFoundException", want: Paused},
+		{status: 400, code: "LimitExceededException", want: Retry},
 	} {
-		t.Run(tc.code, func(t *testing.T) {
+		t.Run(tc.code+" "+tc.msg, func(t *testing.T) {
 			fake := fakeses.New()
 			fake.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-				fakeses.WriteError(w, tc.status, tc.code, "injected")
+				fakeses.WriteError(w, tc.status, tc.code, orDefault(tc.msg, "injected"))
 				return true
 			}
 			s := newTestSES(t, fake)
@@ -136,6 +150,9 @@ func TestSESErrorClasses(t *testing.T) {
 			var se *SendError
 			if !errors.As(err, &se) || se.Class != tc.want || se.Code != tc.code {
 				t.Fatalf("err = %v, want class %s code %s", err, tc.want, tc.code)
+			}
+			if tc.pause != "" && PauseReason(err) != tc.pause {
+				t.Errorf("PauseReason = %q, want %q", PauseReason(err), tc.pause)
 			}
 			if n := fake.SendRequests(); n != 1 {
 				t.Errorf("%d requests: the SDK retried on its own", n)

@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sesv2"
@@ -37,6 +39,8 @@ type SESOptions struct {
 
 	// apiOptions are added to every SES call's middleware stack (tests observe the SDK there).
 	apiOptions []func(*middleware.Stack) error
+	// checkBackoff replaces the backoff between CheckSenders' retries (tests: no waiting).
+	checkBackoff retry.BackoffDelayer
 }
 
 // SES sends through Amazon SES v2 SendEmail.
@@ -167,7 +171,7 @@ func (s *SES) Send(ctx context.Context, m Message) (string, error) {
 	var wrote atomic.Bool
 	out, err := s.client.SendEmail(context.WithValue(ctx, wroteKey{}, &wrote), in)
 	if err != nil {
-		return "", classifySES(err, wrote.Load())
+		return "", onlyRecipientUnverified(classifySES(err, wrote.Load()), from)
 	}
 	if out.MessageId == nil || *out.MessageId == "" {
 		return "", &SendError{Class: Ambiguous, Err: errors.New("SES answered without a MessageId")}
@@ -231,9 +235,8 @@ func tagValue(s string) string {
 
 var (
 	sesPermanent = map[string]bool{
-		"MessageRejected":                    true,
-		"MailFromDomainNotVerifiedException": true,
-		"BadRequestException":                true,
+		"MessageRejected":     true, // but "not verified" (notVerified): paused
+		"BadRequestException": true,
 	}
 	// Throttling under the names AWS uses for it (SES v2 answers 429 TooManyRequestsException;
 	// the AWS-wide ThrottlingException and SES v1's Throttling come as 400): an outage, not the
@@ -256,8 +259,63 @@ var (
 		"InvalidClientTokenId":        true,
 		"SignatureDoesNotMatch":       true,
 		"MissingAuthenticationToken":  true,
+		// MailFromDomainNotVerifiedException and MessageRejected "not verified": classifySES.
 	}
 )
+
+// notVerified reports whether a MessageRejected answer says an identity is not verified: "Email
+// address is not verified. The following identities failed the check in region US-EAST-1: ...".
+// SES answers that for a From address (or domain) that is not a verified identity, and, while
+// the account is in the sandbox, for every recipient that is not one. Neither is the message's
+// fault, and neither resolves itself by resending it: sending pauses until a person verifies
+// the identity or the account gets production access. Other rejections (content, a
+// DMARC-refused From) stay permanent.
+func notVerified(msg string) bool {
+	msg = strings.ToLower(msg)
+	return strings.Contains(msg, "not verified") || strings.Contains(msg, "failed the check in region")
+}
+
+// PauseReason of a "not verified" rejection and of MailFromDomainNotVerifiedException.
+const (
+	pauseUnverified = "SES refuses an identity that is not verified: the sender's, or while the account is in the SES sandbox a recipient's (MessageRejected)"
+	pauseMailFrom   = "SES says the sending domain or its custom MAIL FROM domain is not verified (MailFromDomainNotVerifiedException)"
+)
+
+// onlyRecipientUnverified narrows a "not verified" pause to this message when SES names the
+// identities that failed and the sender is not among them: the account is in the sandbox and only
+// this recipient is not verified. Pausing every email for one such address would hold up the
+// rest, which go out, and end the pause again at once; the one email cannot be sent until the
+// account leaves the sandbox, so it is permanent. Without a list, sending pauses.
+func onlyRecipientUnverified(err error, from string) error {
+	var se *SendError
+	if !errors.As(err, &se) || se.pauseReason != pauseUnverified {
+		return err
+	}
+	var ans sesAnswer
+	if !errors.As(se.Err, &ans) {
+		return err
+	}
+	_, list, ok := strings.Cut(ans.msg, "failed the check in region ")
+	if _, list, ok = strings.Cut(list, ": "); !ok || strings.TrimSpace(list) == "" {
+		return err
+	}
+	addr := from
+	if a, perr := ParseSender(from); perr == nil {
+		addr = a.Address
+	}
+	addr = strings.ToLower(addr)
+	_, domain, _ := strings.Cut(addr, "@")
+	for _, id := range strings.Split(list, ",") {
+		id = strings.ToLower(strings.TrimSpace(id))
+		if id == addr || id == domain || strings.HasSuffix(domain, "."+id) {
+			return err // the sender itself: every email fails
+		}
+	}
+	se.Class, se.pauseReason = Permanent, ""
+	se.Err = fmt.Errorf("the recipient is not a verified SES identity, and the account is in the SES sandbox, where only "+
+		"verified recipients receive mail (request production access in the SES console): %w", se.Err)
+	return se
+}
 
 // classifySES turns an SDK error into a SendError. wrote says whether the HTTP request was
 // written to the connection: if it was and no answer came back, SES may have accepted it. The
@@ -284,6 +342,13 @@ func classifySES(sdkErr error, wrote bool) error {
 		// error StatusCode: 400, RequestID: ..." before them; ErrorDetail still has it all.
 		se := &SendError{Code: code, Err: sesAnswer{status: status, msg: apiErr.ErrorMessage(), err: err}}
 		switch {
+		case code == "MessageRejected" && notVerified(apiErr.ErrorMessage()):
+			se.Class, se.pauseReason = Paused, pauseUnverified
+		case code == "MailFromDomainNotVerifiedException":
+			// "The sending domain isn't verified" (the API reference); SES also answers it for a
+			// custom MAIL FROM domain whose MX record it cannot read. Every message from that
+			// sender fails the same way until a person fixes the identity or its DNS.
+			se.Class, se.pauseReason = Paused, pauseMailFrom
 		case sesPermanent[code]:
 			se.Class = Permanent
 		case sesPaused[code]:

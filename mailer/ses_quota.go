@@ -18,6 +18,10 @@ type SendQuota struct {
 	SentLast24Hours float64
 	// SendingEnabled is false when SES has paused sending for the account.
 	SendingEnabled bool
+	// Sandbox is true when the account has no production access (ProductionAccessEnabled
+	// false): SES delivers only to verified addresses and domains, and rejects other
+	// recipients as "not verified".
+	Sandbox bool
 }
 
 // Quota calls GetAccount once.
@@ -36,5 +40,6 @@ func (s *SES) Quota(ctx context.Context) (SendQuota, error) {
 		Max24HourSend:   out.SendQuota.Max24HourSend,
 		SentLast24Hours: out.SendQuota.SentLast24Hours,
 		SendingEnabled:  out.SendingEnabled,
+		Sandbox:         !out.ProductionAccessEnabled,
 	}, nil
 }

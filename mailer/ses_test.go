@@ -201,7 +201,7 @@ func TestSESErrorsRedactAddresses(t *testing.T) {
 	_, err := s.Send(context.Background(), Message{To: "Jane.Doe+x@xn--bcher-kva.example", Subject: "s", HTML: "h", Text: "t"})
 	var se *SendError
 	if !errors.As(err, &se) || se.Class != Permanent || se.Code != "MessageRejected" {
-		t.Fatalf("err = %v, want permanent MessageRejected", err)
+		t.Fatalf("err = %v, want permanent MessageRejected (only recipients are not verified: the sandbox)", err)
 	}
 	if strings.Contains(err.Error(), "@") || !strings.Contains(err.Error(), "failed the check in region US-EAST-1: <address>, <address>") {
 		t.Errorf("error text %q, want the addresses redacted and the rest kept", err)

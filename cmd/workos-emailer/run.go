@@ -138,7 +138,8 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		b := budget.Status()
 		live.Budget, live.Backlog = &b, w.Backlog()
 		if q, ok := obs.metrics.LastQuota(); ok {
-			live.SESQuota = &admin.SESQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours}
+			live.SESQuota = &admin.SESQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours,
+				Sandbox: q.Sandbox}
 		}
 		return live
 	})
@@ -234,5 +235,34 @@ func newSender(ctx context.Context, cfg *config.Config, log *zap.Logger) (worker
 	if err := ses.CheckCredentials(ctx); err != nil {
 		return nil, err
 	}
+	if err := checkSESSenders(ctx, cfg, ses, log); err != nil {
+		return nil, err
+	}
 	return ses, nil
+}
+
+// checkSESSenders refuses to start with a sender SES would refuse every email from (mailer.from
+// or an organization's from not verified, sending paused for the account), and says at start
+// that the account is in the sandbox, where only verified recipients receive mail.
+func checkSESSenders(ctx context.Context, cfg *config.Config, ses *mailer.SES, log *zap.Logger) error {
+	var froms []string
+	for _, o := range cfg.Organizations {
+		froms = append(froms, o.From)
+	}
+	check, err := ses.CheckSenders(ctx, froms...)
+	if err != nil {
+		return fmt.Errorf("checking the sender with SES at start: %w", err)
+	}
+	for _, w := range append(check.Warnings, check.Unchecked...) {
+		log.Warn("SES sender check: " + w)
+	}
+	if check.Sandbox {
+		log.Warn("the SES account is in the sandbox in this region: only verified addresses and domains receive mail, and "+
+			"emails to anyone else are recorded dead; request production access in the SES console before going live",
+			zap.String("region", check.Region))
+	}
+	for _, v := range check.Senders {
+		log.Info("SES sender verified", zap.String("identity", v.Identity), zap.Bool("domain", v.Domain))
+	}
+	return nil
 }

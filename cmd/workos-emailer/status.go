@@ -30,7 +30,8 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
   live             null from the store; else {last_poll_at, last_poll_age_seconds,
                    workos_key_rejected (true: WorkOS refuses WORKOS_API_KEY),
                    ses_paused, ses_pause_reason: null or why sending is paused,
-                   ses_quota: null or {max_send_rate, max_24_hour_send, sent_last_24_hours},
+                   ses_quota: null or {max_send_rate, max_24_hour_send, sent_last_24_hours,
+                   sandbox (true: only verified recipients receive mail)},
                    ses_quota_exhausted (true: events wait for the 24-hour quota to free up),
                    ses_sent_since_quota_read: null or a count,
                    ses_rate_limit: null or {per_second, target_per_second,
@@ -121,6 +122,9 @@ func printStatus(w io.Writer, d admin.Status, from string) error {
 		}
 		if q := l.SESQuota; q != nil {
 			ses += fmt.Sprintf("; quota %g/s, %g per 24h, %g sent in the last 24h", q.MaxSendRate, q.Max24HourSend, q.SentLast24Hours)
+			if q.Sandbox {
+				ses += "; SANDBOX: only verified recipients receive mail (request production access)"
+			}
 		} else {
 			ses += "; quota unknown"
 		}

@@ -52,6 +52,8 @@ type SESQuota struct {
 	MaxSendRate     float64 `json:"max_send_rate"`
 	Max24HourSend   float64 `json:"max_24_hour_send"`
 	SentLast24Hours float64 `json:"sent_last_24_hours"`
+	// Sandbox: the account has no production access; only verified recipients receive mail.
+	Sandbox bool `json:"sandbox"`
 }
 
 // Sources of a document.

@@ -1,6 +1,8 @@
 // Package fakeses is an in-memory Amazon SES v2 endpoint that speaks the REST-JSON wire format
-// of SendEmail and GetAccount, including real error shapes (X-Amzn-ErrorType). Tests use it
-// through the real aws-sdk-go-v2 client; Intercept injects faults.
+// of SendEmail, GetAccount and GetEmailIdentity, including real error shapes (X-Amzn-ErrorType).
+// Tests use it through the real aws-sdk-go-v2 client; Intercept injects faults. By default every
+// identity is verified and the account has production access; SetIdentity, SetSandbox and
+// SetSendingEnabled (identities.go) make it refuse mail the way SES does.
 package fakeses
 
 import (
@@ -8,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 )
 
@@ -40,6 +43,13 @@ type Server struct {
 	messages []Message
 	requests int
 	httpSrv  *httptest.Server
+
+	// identities.go
+	identities      map[string]IdentityStatus // by lower-case name
+	defaultIdentity IdentityStatus
+	sandbox         bool
+	sendingPaused   bool
+	lookups         []string
 }
 
 // New returns an empty fake.
@@ -110,10 +120,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && r.URL.Path == "/v2/email/outbound-emails":
 		s.sendEmail(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == "/v2/email/account":
+		s.mu.Lock()
+		sent, sandbox, paused := len(s.messages), s.sandbox, s.sendingPaused
+		s.mu.Unlock()
 		writeJSON(w, http.StatusOK, map[string]any{
-			"SendQuota":      map[string]any{"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": float64(len(s.Messages()))},
-			"SendingEnabled": true, "ProductionAccessEnabled": true, "EnforcementStatus": "HEALTHY",
+			"SendQuota":      map[string]any{"Max24HourSend": 50000.0, "MaxSendRate": 14.0, "SentLast24Hours": float64(sent)},
+			"SendingEnabled": !paused, "ProductionAccessEnabled": !sandbox, "EnforcementStatus": "HEALTHY",
 		})
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v2/email/identities/") &&
+		len(r.URL.Path) > len("/v2/email/identities/") && !strings.Contains(r.URL.Path[len("/v2/email/identities/"):], "/"):
+		s.getEmailIdentity(w, r.URL.Path[len("/v2/email/identities/"):])
 	default:
 		WriteError(w, http.StatusNotFound, "NotFoundException", "Unknown operation")
 	}
@@ -127,6 +143,10 @@ func (s *Server) sendEmail(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.FromEmailAddress == "" || len(in.Destination.ToAddresses) == 0 || in.Content.Simple == nil {
 		WriteError(w, http.StatusBadRequest, "BadRequestException", "Missing required field")
+		return
+	}
+	recipients := append(append(append([]string(nil), in.Destination.ToAddresses...), in.Destination.CcAddresses...), in.Destination.BccAddresses...)
+	if s.refuse(w, r, in.FromEmailAddress, recipients) {
 		return
 	}
 	m := Message{

@@ -33,6 +33,9 @@ func (s *Server) Accept(w http.ResponseWriter, r *http.Request, accepted func(Me
 		WriteError(w, http.StatusBadRequest, "BadRequestException", "Missing required field")
 		return false
 	}
+	if s.refuse(w, r, m.From, m.To) {
+		return false
+	}
 	s.mu.Lock()
 	n := s.requests // ServeHTTP counted this request before Intercept: unique per request
 	s.mu.Unlock()
