@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/buger/jsonparser"
@@ -20,7 +19,7 @@ import (
 
 // Client talks to the WorkOS API through the official workos-go clients.
 type Client struct {
-	apiKey string
+	key    *keyHolder
 	base   string
 	hc     *http.Client
 	events *events.Client
@@ -31,8 +30,6 @@ type Client struct {
 	// invitation or code shows: a batch to one organization or user would otherwise read the
 	// same objects for each, against WorkOS's user-management read limit (1,000 per 10 s).
 	names *nameCache
-	// keyRejected: WorkOS's last answer that judged the API key refused it (answerTransport).
-	keyRejected *atomic.Bool
 	// budget is what every request waits on; nil: none.
 	budget *Budget
 }
@@ -44,14 +41,15 @@ func New(apiKey, baseURL string, timeout time.Duration, budget *Budget) *Client 
 	if timeout <= 0 {
 		timeout = 15 * time.Second
 	}
-	keyRejected := new(atomic.Bool)
-	hc := &http.Client{Timeout: timeout, Transport: answerTransport{base: workosTransport(), keyRejected: keyRejected}}
+	key := &keyHolder{}
+	key.key.Store(&apiKey)
+	hc := &http.Client{Timeout: timeout, Transport: answerTransport{base: workosTransport(), key: key}}
 	base := strings.TrimRight(baseURL, "/")
 	um := usermanagement.NewClient(apiKey)
 	um.Endpoint = base
 	um.HTTPClient = hc
 	return &Client{
-		apiKey: apiKey,
+		key:    key,
 		base:   base,
 		hc:     hc,
 		events: &events.Client{APIKey: apiKey, Endpoint: base, HTTPClient: &http.Client{Timeout: timeout, Transport: oldestFirst{hc.Transport}}},
@@ -60,15 +58,14 @@ func New(apiKey, baseURL string, timeout time.Duration, budget *Budget) *Client 
 		pwl:    &passwordless.Client{APIKey: apiKey, Endpoint: base, HTTPClient: hc},
 		names:  newNameCache(nameTTL, time.Now),
 
-		keyRejected: keyRejected,
-		budget:      budget,
+		budget: budget,
 	}
 }
 
 // KeyRejected reports whether WorkOS refused the API key (401 or 403) on the last answer that
 // said anything about it: readiness and status show it, since nothing works until a person
 // fixes WORKOS_API_KEY.
-func (c *Client) KeyRejected() bool { return c.keyRejected.Load() }
+func (c *Client) KeyRejected() bool { return c.key.rejected.Load() }
 
 // ListEvents fetches one page of events.
 func (c *Client) ListEvents(ctx context.Context, req ListRequest) (Page, error) {
@@ -187,7 +184,7 @@ func (c *Client) radarChallenge(ctx context.Context, id string) (Object, error) 
 		if err != nil {
 			return rc, err
 		}
-		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+		req.Header.Set("Authorization", "Bearer "+c.key.current())
 		req.Header.Set("Content-Type", "application/json")
 		res, err := c.hc.Do(req)
 		if err != nil {

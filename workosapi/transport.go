@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -74,22 +73,25 @@ const maxCapture = 64 << 10
 // answerTransport reads from each answer what workos-go does not pass on: whether the API key
 // was accepted, and for the call's answerHint the Retry-After and the body.
 type answerTransport struct {
-	base        http.RoundTripper
-	keyRejected *atomic.Bool
+	base http.RoundTripper
+	key  *keyHolder
 }
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// The current key, not the one the SDK client was built with (SetAPIKey).
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+t.key.current())
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return resp, err
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		t.keyRejected.Store(true)
+		t.key.judged(true, code)
 	case code < 500 && code != http.StatusTooManyRequests:
 		// Any other answer below 500 passed the key check (a gateway's 5xx or a 429 may come
 		// before it).
-		t.keyRejected.Store(false)
+		t.key.judged(false, code)
 	}
 	h, ok := req.Context().Value(answerHintKey{}).(*answerHint)
 	if !ok {

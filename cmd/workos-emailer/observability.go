@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"github.com/workos-emailer/workos-emailer/internal/config"
+	"github.com/workos-emailer/workos-emailer/workosapi"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -48,17 +48,6 @@ func newDaemonObs(cfg *config.Config, log *zap.Logger) *daemonObs {
 	}
 }
 
-// apiKeyName names the WorkOS API key for an operator: the variable it comes from and its kind
-// (sk_test_ or sk_live_), never more of it.
-func apiKeyName(key string) string {
-	for _, prefix := range []string{"sk_test_", "sk_live_"} {
-		if strings.HasPrefix(key, prefix) {
-			return "WORKOS_API_KEY, " + prefix + "..."
-		}
-	}
-	return "WORKOS_API_KEY"
-}
-
 // start binds the control socket (control: its routes) and the admin listener (routes adds to
 // /healthz, /readyz and /metrics), tells systemd READY=1, starts the watchdog and the SES quota
 // reader, and sends STOPPING=1 as soon as ctx ends. A listener that cannot bind is an error
@@ -71,7 +60,7 @@ func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Sto
 		LastPoll:    w.LastSuccessfulPoll,
 		PauseReason: w.PauseReason,
 		KeyRejected: keyRejected,
-		KeyName:     apiKeyName(cfg.WorkOS.APIKey),
+		KeyName:     workosapi.KeyName(cfg.WorkOS.APIKey),
 		MaxPollAge:  admin.ReadyPollAge(cfg.WorkOS.PollInterval),
 		Now:         time.Now,
 	}

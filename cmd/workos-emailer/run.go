@@ -114,6 +114,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 	budget := workosapi.NewBudget(workosapi.BudgetOptions{PerSecond: cfg.WorkOS.MaxRequestsPerSecond, Log: log, Observer: obs.metrics})
 	obs.metrics.WatchBudget(budget)
 	wos := workosapi.New(cfg.WorkOS.APIKey, cfg.WorkOS.BaseURL, 0, budget)
+	wos.SetLogger(log)
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
 	paceSends(cfg, sender, &opts, obs, log) // sendlimit.go
