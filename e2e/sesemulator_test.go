@@ -169,7 +169,7 @@ func TestAgainstSESEmulator(t *testing.T) {
 			continue
 		}
 		byTo[e.Destination.To[0]] = e
-		if e.From != "Acme <no-reply@acme.example>" {
+		if e.From != "Acme <no-reply@acme.test>" {
 			t.Errorf("from %q", e.From)
 		}
 		if strings.ContainsAny(e.Subject, "\r\n") || e.Subject == "" {

@@ -34,7 +34,7 @@ type SESOptions struct {
 	Timeout time.Duration
 	// HTTPClient overrides the HTTP client (tests).
 	HTTPClient *http.Client
-	// Credentials overrides the AWS default credential chain (tests).
+	// Credentials overrides the AWS default credential chain (secrets read from files; tests).
 	Credentials aws.CredentialsProvider
 
 	// apiOptions are added to every SES call's middleware stack (tests observe the SDK there).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/spf13/cobra"
 	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"github.com/workos-emailer/workos-emailer/internal/config"
@@ -225,11 +226,15 @@ func newSender(ctx context.Context, cfg *config.Config, log *zap.Logger) (worker
 		}
 		return smtp, nil
 	}
-	ses, err := mailer.NewSES(ctx, mailer.SESOptions{
+	opts := mailer.SESOptions{
 		Region: cfg.Mailer.SES.Region, Endpoint: cfg.Mailer.SES.Endpoint,
 		ConfigurationSet: cfg.Mailer.SES.ConfigurationSet, From: cfg.Mailer.From, ReplyTo: cfg.Mailer.ReplyTo,
 		ListUnsubscribe: cfg.Mailer.ListUnsubscribe,
-	})
+	}
+	if c := cfg.AWSCredentials(); c != nil { // from AWS_*_FILE or systemd credentials
+		opts.Credentials = credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
+	}
+	ses, err := mailer.NewSES(ctx, opts)
 	if err != nil {
 		return nil, config.Error{Err: fmt.Errorf("mailer.ses: %w", err)}
 	}

@@ -24,6 +24,7 @@ import (
 type Config struct {
 	WorkOS struct {
 		APIKey       string        `mapstructure:"api_key"`
+		APIKeyFile   string        `mapstructure:"api_key_file"`
 		BaseURL      string        `mapstructure:"base_url"`
 		PollInterval time.Duration `mapstructure:"poll_interval"`
 		PageSize     int           `mapstructure:"page_size"`
@@ -103,6 +104,8 @@ type Config struct {
 		Token         string `mapstructure:"token"`
 		TokenFile     string `mapstructure:"token_file"`
 		PreviousToken string `mapstructure:"previous_token"`
+		// PreviousTokenFile holds api.previous_token, like token_file.
+		PreviousTokenFile string `mapstructure:"previous_token_file"`
 	} `mapstructure:"api"`
 	Log struct {
 		Level  string `mapstructure:"level"`
@@ -120,6 +123,7 @@ type Config struct {
 	senders        map[string]mailer.Sender
 	configFileUsed string
 	controlSocket  string
+	aws            *AWSCredentials // from AWS_*_FILE or systemd credentials; nil: the SDK's chain
 }
 
 func defaults(v *viper.Viper) {
@@ -129,7 +133,7 @@ func defaults(v *viper.Viper) {
 		storePath = strings.Split(dir, ":")[0] + "/state.db"
 	}
 	for k, val := range map[string]any{
-		"workos.api_key": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
+		"workos.api_key": "", "workos.api_key_file": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
 		"workos.page_size": 100, "workos.start": "now", "workos.max_requests_per_second": 50,
 		"store.path": storePath, "store.retention": "45d",
 		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "", "mailer.list_unsubscribe": "",
@@ -146,7 +150,7 @@ func defaults(v *viper.Viper) {
 		"links.invitation_url": "", "links.password_reset_url": "", "links.app_url": "",
 		"brand.name": "", "brand.logo_url": "", "brand.primary_color": "", "brand.support_email": "",
 		"admin.listen": "127.0.0.1:9464", "admin.socket": "",
-		"api.listen": "", "api.token": "", "api.token_file": "", "api.previous_token": "",
+		"api.listen": "", "api.token": "", "api.token_file": "", "api.previous_token": "", "api.previous_token_file": "",
 		"log.level": "info", "log.format": "json",
 	} {
 		v.SetDefault(k, val)
@@ -183,6 +187,9 @@ func load(path string, explicit, preview bool) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if err := v.BindEnv("workos.api_key", "WORKOS_EMAILER_WORKOS_API_KEY", "WORKOS_API_KEY"); err != nil {
+		return nil, err
+	}
+	if err := v.BindEnv("workos.api_key_file", "WORKOS_EMAILER_WORKOS_API_KEY_FILE", "WORKOS_API_KEY_FILE"); err != nil {
 		return nil, err
 	}
 	if err := checkEnvironment(v); err != nil {

@@ -35,7 +35,7 @@ func (c *Config) LoadTemplates() (*mailer.Templates, error) {
 // RequireAPIKey is checked only by commands that talk to WorkOS.
 func (c *Config) RequireAPIKey() error {
 	if c.WorkOS.APIKey == "" {
-		return KeyError("workos.api_key", "is required: set WORKOS_API_KEY (or workos.api_key in the config file)")
+		return KeyError("workos.api_key", "is required: set WORKOS_API_KEY, WORKOS_API_KEY_FILE (a file holding it) or the systemd credential workos_api_key")
 	}
 	return nil
 }
@@ -69,3 +69,7 @@ func (c *Config) FileUsed() string { return c.configFileUsed }
 // ControlSocket is the control socket's path: admin.socket, else the store's path with ".sock"
 // added; absolute, so every process that names the store finds the same socket.
 func (c *Config) ControlSocket() string { return c.controlSocket }
+
+// AWSCredentials are the AWS credentials read from AWS_*_FILE or systemd credentials; nil when
+// none were, and the AWS SDK's own chain (environment, profile, instance role) applies.
+func (c *Config) AWSCredentials() *AWSCredentials { return c.aws }

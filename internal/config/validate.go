@@ -3,7 +3,6 @@ package config
 import (
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -28,7 +27,7 @@ var hexColor = regexp.MustCompile(`^#([0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})$`)
 // mailer.from, the kinds api.listen enables after events.enabled is checked). Errors name the key.
 func (c *Config) validate() error {
 	for _, section := range []func() error{
-		c.validateWorkOS, c.validateStore, c.validateMailer, c.validateDelivery, c.validateEvents,
+		c.resolveSecrets, c.validateWorkOS, c.validateStore, c.validateMailer, c.validateDelivery, c.validateEvents,
 		c.validateTemplates, c.validateLinks, c.validateBrand, c.validateAdmin, c.validateAPI,
 		c.validateOrganizations, c.validateLog,
 	} {
@@ -284,8 +283,6 @@ func (c *Config) validateSMTP() error {
 		return KeyError("mailer.smtp.port", "must be a port number, got %d", s.Port)
 	case s.MaxSendRate < 0:
 		return KeyError("mailer.smtp.max_send_rate", "must not be negative")
-	case s.Password != "" && s.PasswordFile != "":
-		return KeyError("mailer.smtp.password_file", "set mailer.smtp.password (WORKOS_EMAILER_MAILER_SMTP_PASSWORD) or password_file, not both")
 	}
 	switch s.TLS {
 	case mailer.SMTPStartTLS, mailer.SMTPImplicit:
@@ -295,13 +292,6 @@ func (c *Config) validateSMTP() error {
 		}
 	default:
 		return KeyError("mailer.smtp.tls", "must be starttls, implicit or none, got %q", s.TLS)
-	}
-	if s.PasswordFile != "" {
-		b, err := os.ReadFile(s.PasswordFile)
-		if err != nil {
-			return KeyError("mailer.smtp.password_file", "%v", err)
-		}
-		s.Password = strings.TrimRight(string(b), "\r\n")
 	}
 	if s.Password != "" && s.Username == "" {
 		return KeyError("mailer.smtp.username", "is required with a password")
@@ -367,20 +357,10 @@ func (c *Config) validateAPI() error {
 		return KeyError("api.listen", "must differ from admin.listen (%s): the admin listener stays loopback-only", c.Admin.Listen)
 	}
 	token := c.API.Token
-	if c.API.TokenFile != "" {
-		if token != "" {
-			return KeyError("api.token_file", "set api.token or api.token_file, not both")
-		}
-		b, err := os.ReadFile(c.API.TokenFile)
-		if err != nil {
-			return KeyError("api.token_file", "%v", err)
-		}
-		token = strings.TrimRight(string(b), "\r\n")
-	}
 	for _, t := range []struct{ key, value string }{{"api.token", token}, {"api.previous_token", c.API.PreviousToken}} {
 		switch {
 		case t.value == "" && t.key == "api.token":
-			return KeyError("api.token", "is required when api.listen is set: set WORKOS_EMAILER_API_TOKEN or api.token_file "+
+			return KeyError("api.token", "is required when api.listen is set: set WORKOS_EMAILER_API_TOKEN, api.token_file or the api_token credential "+
 				"(e.g. from openssl rand -hex 32)")
 		case t.value != "" && (len(t.value) < sendapi.MinTokenLen || strings.ContainsAny(t.value, " \t\r\n")):
 			return KeyError(t.key, "must be at least %d characters without spaces (e.g. openssl rand -hex 32)", sendapi.MinTokenLen)
