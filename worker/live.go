@@ -114,7 +114,7 @@ func (w *Worker) readLive(ctx context.Context, since time.Time) {
 	ctx = workosapi.Urgent(ctx)
 	after, failures := "", 0
 	for ctx.Err() == nil {
-		page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: since, Limit: w.opts.PageSize, Types: w.types})
+		page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: since, Limit: w.opts.PageSize, Types: w.cur().types})
 		if err != nil {
 			if ctx.Err() != nil {
 				return

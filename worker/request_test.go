@@ -332,7 +332,7 @@ func TestRequestStoreFailureStopsRun(t *testing.T) {
 	h.enableRequests()
 	h.opts.StopWhenIdle = false
 	base := h.worker()
-	w := New(h.opts, base.workos, failingSaves{h.store}, base.sender, base.renderer, base.log)
+	w := New(h.opts, base.workos, failingSaves{h.store}, base.sender, base.cur().Renderer, base.log)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(context.Background()) }() // never cancelled: only the failure ends it
 	h.accept(w, Request{Email: "full@example.com"}, "")

@@ -143,10 +143,9 @@ type Worker struct {
 	workos   WorkOS
 	store    Store
 	sender   Sender
-	renderer Renderer
 	log      *zap.Logger
-	enabled  map[string]bool
-	types    []string
+	// settings are the renderer, kinds and links in force (settings.go): a reload replaces them.
+	settings atomic.Pointer[settings]
 	paused   atomic.Bool
 	// pauseReason says why sending is paused, while it is (mailer.PauseReason).
 	pauseReason atomic.Pointer[string]
@@ -169,11 +168,10 @@ type Worker struct {
 // New wires a worker.
 func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log *zap.Logger) *Worker {
 	opts.setDefaults()
-	wk := &Worker{opts: opts, workos: w, store: st, sender: sender, renderer: renderer, log: log, enabled: map[string]bool{},
+	wk := &Worker{opts: opts, workos: w, store: st, sender: sender, log: log,
 		listDown: outage{name: "the WorkOS Events API"}, wosDown: outage{name: "WorkOS"}, sendDown: outage{name: "the mail provider"}}
-	for _, k := range opts.Kinds {
-		wk.enabled[k] = true
-	}
+	wk.settings.Store(newSettings(Settings{Renderer: renderer, Kinds: opts.Kinds, Links: opts.Links, AppURL: opts.AppURL,
+		UserLocaleKey: opts.UserLocaleKey}))
 	if st != nil {
 		wk.newest.secret = st.AddressSecret()
 	}
@@ -181,7 +179,6 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	wk.requests.w = wk
 	wk.interrupts = make(chan *interrupt)
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
-	wk.types = kinds.ListedEvents(opts.Kinds)
 	return wk
 }
 
@@ -249,7 +246,7 @@ func (w *Worker) logPolling(pos store.Position, first bool) {
 	if !first {
 		msg = "polling WorkOS events again after an operator's change"
 	}
-	w.log.Info(msg, zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since), zap.Strings("event_types", w.types))
+	w.log.Info(msg, zap.String("cursor", pos.Cursor), zap.Time("since", pos.Since), zap.Strings("event_types", w.cur().types))
 }
 
 // fetch lists pages for the dispatcher: one each time it asks (want), the next one asked for
@@ -289,7 +286,7 @@ func (w *Worker) fetch(ctx context.Context, pos store.Position, want <-chan stru
 			}
 			w.maybePrune()
 			listed = time.Now()
-			page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.types})
+			page, err := w.workos.ListEvents(ctx, workosapi.ListRequest{After: after, Since: pos.Since, Limit: w.opts.PageSize, Types: w.cur().types})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
