@@ -138,12 +138,12 @@ func (o *Options) setDefaults() {
 
 // Worker runs the pipeline. Create it with New.
 type Worker struct {
-	opts     Options
-	hk       housekeeping // retries and pruning between polls (retry.go, prune.go)
-	workos   WorkOS
-	store    Store
-	sender   Sender
-	log      *zap.Logger
+	opts   Options
+	hk     housekeeping // retries and pruning between polls (retry.go, prune.go)
+	workos WorkOS
+	store  Store
+	sender Sender
+	log    *zap.Logger
 	// settings are the renderer, kinds and links in force (settings.go): a reload replaces them.
 	settings atomic.Pointer[settings]
 	paused   atomic.Bool
