@@ -116,7 +116,8 @@ func (b *Budget) Wait(ctx context.Context) error {
 	if b == nil {
 		return nil
 	}
-	if !isUrgent(ctx) && b.max != rate.Inf {
+	unlimited := b.unlimited()
+	if !isUrgent(ctx) && !unlimited {
 		select {
 		case b.queue <- struct{}{}:
 			defer func() { <-b.queue }()
@@ -141,7 +142,7 @@ func (b *Budget) Wait(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	if b.max == rate.Inf {
+	if unlimited {
 		return nil
 	}
 	return b.lim.Wait(ctx)
@@ -308,4 +309,25 @@ func (b *Budget) Status() BudgetStatus {
 		s.Paused -= b.pausedUntil.Sub(now) // not held yet
 	}
 	return s
+}
+
+func (b *Budget) unlimited() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.max == rate.Inf
+}
+
+// SetMax changes the budget (workos.max_requests_per_second, on a reload); 0 or less: no limit.
+// A rate lowered after 429s stays lowered, capped by the new budget, and climbs back to it.
+func (b *Budget) SetMax(perSecond float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	max := rate.Limit(perSecond)
+	if perSecond <= 0 {
+		max = rate.Inf
+	}
+	b.max = max
+	if cur := b.lim.Limit(); !b.limited || cur > max {
+		b.setRate(max)
+	}
 }

@@ -280,3 +280,16 @@ func TestUrgentCallsGoFirst(t *testing.T) {
 		t.Errorf("%d ordinary requests went ahead of the urgent one, want at most 3", ahead)
 	}
 }
+
+// A reload changes the budget; a rate lowered after 429s stays under the new budget.
+func TestBudgetSetMax(t *testing.T) {
+	b := NewBudget(BudgetOptions{PerSecond: 50})
+	b.SetMax(20)
+	if st := b.Status(); st.Max != 20 || st.Rate != 20 {
+		t.Errorf("after SetMax(20): %+v", st)
+	}
+	b.SetMax(80)
+	if st := b.Status(); st.Max != 80 || st.Rate != 80 {
+		t.Errorf("after SetMax(80): %+v", st)
+	}
+}

@@ -362,3 +362,12 @@ func (l *Limiter) Status() Status {
 		InFlight: l.inflight, Waited: l.waited,
 	}
 }
+
+// SetRate changes the configured rate (mailer.*.max_send_rate, on a reload); 0 follows the
+// account's quota again. A rate slowed down after throttling climbs to the new target.
+func (l *Limiter) SetRate(r float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.opts.Rate = r
+	l.applyRateLocked(l.opts.Now())
+}

@@ -332,3 +332,16 @@ func TestThrottlingHalvesTheRateAndItRecovers(t *testing.T) {
 		t.Errorf("recovery logged %d times, want once", n)
 	}
 }
+
+// A reload changes the configured rate; 0 hands the pace back to the account's quota.
+func TestSetRateOnReload(t *testing.T) {
+	l := New(Options{Rate: 5})
+	l.SetRate(20)
+	if st := l.Status(); st.Rate != 20 || st.TargetRate != 20 || st.RateSource != SourceConfig {
+		t.Errorf("after SetRate(20): %+v", st)
+	}
+	l.SetRate(0)
+	if st := l.Status(); st.RateSource != SourceInitial || st.Rate != DefaultInitialRate {
+		t.Errorf("after SetRate(0): %+v, want the initial rate until a quota reading", st)
+	}
+}
