@@ -29,7 +29,23 @@ type instance struct {
 // and admin.listen as given ("" disables the admin listener).
 func runInstance(t *testing.T, wosURL, sesURL, adminListen string) *instance {
 	t.Helper()
+	return runInstanceWith(t, wosURL, sesURL, adminListen, "")
+}
+
+// runInstanceWith is runInstance with extra YAML appended to the config.
+func runInstanceWith(t *testing.T, wosURL, sesURL, adminListen, extra string) *instance {
+	t.Helper()
 	in := &instance{cfg: daemonConfig(t, wosURL, sesURL, adminListen), stderr: &syncbuf.Buffer{}}
+	if extra != "" {
+		f, err := os.OpenFile(in.cfg, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(extra); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- execute(ctx, []string{"run", "--config", in.cfg}, &bytes.Buffer{}, in.stderr) }()

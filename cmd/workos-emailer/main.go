@@ -102,7 +102,8 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-func newLogger(cfg *config.Config, w io.Writer) (*zap.Logger, error) {
+// newLogger logs at level (zap.AtomicLevel: a reload changes it) in log.format to w.
+func newLogger(cfg *config.Config, level zapcore.LevelEnabler, w io.Writer) *zap.Logger {
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
@@ -112,8 +113,7 @@ func newLogger(cfg *config.Config, w io.Writer) (*zap.Logger, error) {
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), cfg.LogLevel())
-	return zap.New(core), nil
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level))
 }
 
 // helpWithoutSubcommand shows the command's help for `cursor` or `dead` alone.

@@ -41,14 +41,12 @@ func newRunCmd(load loadFunc, stderr io.Writer) *cobra.Command {
 			if err := cfg.RequireAPIKey(); err != nil {
 				return err
 			}
-			log, err := newLogger(cfg, stderr)
-			if err != nil {
-				return err
-			}
+			level := zap.NewAtomicLevelAt(cfg.LogLevel())
+			log := newLogger(cfg, level, stderr)
 			defer func() { _ = log.Sync() }()
 			ctx, stop := shutdownContext(cmd.Context(), log)
 			defer stop()
-			return runDaemon(ctx, cfg, log)
+			return runDaemon(ctx, cfg, log, &reloader{load: func() (*config.Config, error) { return load(cmd) }, level: level})
 		},
 	}
 }
@@ -84,7 +82,9 @@ func shutdownContext(parent context.Context, log *zap.Logger) (context.Context, 
 }
 
 // runDaemon opens the store, builds the pipeline and runs it until ctx ends.
-func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
+// reload is filled in here and reloads on SIGHUP (reload.go).
+func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload *reloader) error {
+	defer reload.catch()()
 	templates, err := cfg.LoadTemplates()
 	if err != nil {
 		return err
@@ -143,6 +143,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 			live.SESQuota = &admin.SESQuota{MaxSendRate: q.MaxSendRate, Max24HourSend: q.Max24HourSend, SentLast24Hours: q.SentLast24Hours,
 				Sandbox: q.Sandbox}
 		}
+		live.Reload = reload.last.Load()
 		return live
 	})
 	dead := admin.DeadHandler(st)
@@ -153,6 +154,12 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger) error {
 		return err
 	}
 	defer obs.shutdown() // after the worker drains, before the store closes
+	reload.running, reload.worker, reload.wos, reload.budget, reload.limiter = cfg, w, wos, budget, obs.limiter
+	reload.ses, _ = sender.(*mailer.SES)
+	reload.metrics, reload.log = obs.metrics, log
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	reloaded := reload.watch(watchCtx)
+	defer func() { stopWatch(); <-reloaded }() // a reload in progress gives up
 	log.Info("workos-emailer started", zap.String("version", version), zap.String("store", st.Path()),
 		zap.String("mailer", cfg.Mailer.Driver), zap.String("config", cmp.Or(cfg.FileUsed(), "(none)")))
 	if err := w.Run(ctx); err != nil {

@@ -64,10 +64,7 @@ func newSendTestCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			log, err := newLogger(cfg, stderr)
-			if err != nil {
-				return err
-			}
+			log := newLogger(cfg, cfg.LogLevel(), stderr)
 			defer func() { _ = log.Sync() }()
 			sender, err := newSender(cmd.Context(), cfg, log)
 			if err != nil {

@@ -35,7 +35,9 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
                    ses_quota_exhausted (true: events wait for the 24-hour quota to free up),
                    ses_sent_since_quota_read: null or a count,
                    ses_rate_limit: null or {per_second, target_per_second,
-                   source ("config", "account", "initial"), throttled}}
+                   source ("config", "account", "initial"), throttled},
+                   config_reload: null or the last reload (SIGHUP): {at, ok, error (why it
+                   was refused), restart_needed (changed sections a restart applies)}}
 Unknown values are null; keys are never omitted. New keys may be added.`
 
 func newStatusCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
@@ -112,6 +114,18 @@ func printStatus(w io.Writer, d admin.Status, from string) error {
 			fmt.Fprintf(tw, "WorkOS budget\t%s\n", budgetLine(b, d.GeneratedAt))
 		}
 		fmt.Fprintf(tw, "backlog\t%s\n", backlogLine(l.Backlog))
+		if r := l.ConfigReload; r != nil {
+			switch {
+			case !r.OK:
+				fmt.Fprintf(tw, "config\tRELOAD REFUSED %s: %s; the configuration of before is in force\n", human(&r.At, d.GeneratedAt),
+					admin.OneLine(r.Error, 200))
+			case len(r.RestartNeeded) > 0:
+				fmt.Fprintf(tw, "config\treloaded %s; a restart applies the changes to %s\n", human(&r.At, d.GeneratedAt),
+					strings.Join(r.RestartNeeded, ", "))
+			default:
+				fmt.Fprintf(tw, "config\treloaded %s\n", human(&r.At, d.GeneratedAt))
+			}
+		}
 		ses := "not paused"
 		if l.SESPaused {
 			reason := "SES refuses to send for the account"

@@ -45,6 +45,18 @@ type Live struct {
 	Budget *workosapi.BudgetStatus
 	// Backlog is how far the event stream is behind, and the live reader.
 	Backlog worker.Backlog
+	// Reload is the last reload of the configuration; nil: none since the start.
+	Reload *Reload
+}
+
+// Reload is how the last reload of the configuration (SIGHUP) went.
+type Reload struct {
+	At time.Time `json:"at"`
+	// OK false: it was refused, Error says why, and the configuration of before stays in force.
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// RestartNeeded names the changed sections that take effect only at a restart.
+	RestartNeeded []string `json:"restart_needed,omitempty"`
 }
 
 // SESQuota mirrors SES GetAccount's SendQuota.
@@ -112,6 +124,8 @@ type LiveStatus struct {
 	// WorkOSBudget is the budget every WorkOS call shares (workos.max_requests_per_second).
 	WorkOSBudget *Budget `json:"workos_budget"`
 	Backlog      Backlog `json:"backlog"`
+	// ConfigReload is the last reload (SIGHUP) since the start; null: none.
+	ConfigReload *Reload `json:"config_reload"`
 }
 
 // Backlog is how far the main reader is behind, and the live reader.
@@ -242,6 +256,7 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 			doc.Live.SESRateLimit = &RateLimit{PerSecond: l.Rate, TargetPerSecond: l.TargetRate, Source: l.RateSource,
 				Throttled: l.Throttled}
 		}
+		doc.Live.ConfigReload = live.Reload
 		bl := live.Backlog
 		doc.Live.Backlog = Backlog{BehindSeconds: bl.Behind.Seconds(), LiveReader: bl.LiveRunning,
 			LiveSince: timePtr(bl.LiveSince), LiveLagSeconds: bl.LiveLag.Seconds()}

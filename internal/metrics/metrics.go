@@ -60,6 +60,10 @@ type Metrics struct {
 
 	workosRequests *prometheus.CounterVec
 	apiRequests    *prometheus.CounterVec
+
+	reloads          *prometheus.CounterVec
+	reloadSuccessful prometheus.Gauge
+	reloadAt         prometheus.Gauge
 }
 
 var _ worker.Observer = (*Metrics)(nil)
@@ -148,6 +152,17 @@ func New(opts Options) *Metrics {
 		Help: "Failed reads of the SES quota (GetAccount).",
 	})).(prometheus.Counter)
 
+	m.reloads = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "config_reloads_total",
+		Help: "Reloads of the configuration (SIGHUP) by result (ok, failed: the running configuration stays).",
+	}, []string{"result"})).(*prometheus.CounterVec)
+	m.reloadSuccessful = f.gauge("config_last_reload_successful", "1 if the last reload of the configuration (or the start) succeeded, else 0.")
+	m.reloadAt = f.gauge("config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, at start or by a reload (Unix time).")
+	m.reloadSuccessful.Set(1)
+	m.reloadAt.Set(float64(opts.Now().Unix()))
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("failed")
+
 	f.register(collectors.NewGoCollector())
 	f.register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -181,6 +196,18 @@ var apiRoutes = []string{"/v1/magic_link"}
 // APIRequest counts a send API answer (sendapi.Observer).
 func (m *Metrics) APIRequest(route string, status int) {
 	m.apiRequests.WithLabelValues(oneOf(route, apiRoutes), strconv.Itoa(status)).Inc()
+}
+
+// Reloaded counts a reload of the configuration; ok false: it was refused and the running one stays.
+func (m *Metrics) Reloaded(ok bool) {
+	if !ok {
+		m.reloads.WithLabelValues("failed").Inc()
+		m.reloadSuccessful.Set(0)
+		return
+	}
+	m.reloads.WithLabelValues("ok").Inc()
+	m.reloadSuccessful.Set(1)
+	m.reloadAt.Set(float64(m.now().Unix()))
 }
 
 // Registry is the registry the metrics live in.

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/admin"
+)
+
+// SIGHUP reloads templates and settings while the daemon runs; a broken template is refused
+// and the running configuration stays in force, as status and the metrics say.
+func TestReloadOnSIGHUP(t *testing.T) {
+	daemonEnv(t)
+	wos, wosURL, ses, sesURL := fakes(t)
+	dir := t.TempDir()
+	subject := filepath.Join(dir, "magic_auth.subject.txt")
+	write := func(path, s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(subject, "Sign-in code, first templates")
+	in := runInstanceWith(t, wosURL, sesURL, "127.0.0.1:0", "templates:\n  dir: "+dir+"\n")
+	adminURL := "http://" + adminAddrFromLog(in.stderr.String())
+	subjectTo := func(addr string) string {
+		for _, m := range ses.Messages() {
+			if m.To[0] == addr {
+				return m.Subject
+			}
+		}
+		return ""
+	}
+	sendCode := func(addr string) string {
+		t.Helper()
+		wos.AddCode("magic_auth", addr, "user_01", time.Now().Add(time.Hour))
+		eventually(t, "the code to "+addr, func() bool { return subjectTo(addr) != "" })
+		return subjectTo(addr)
+	}
+	// reload sends SIGHUP and waits for its outcome in status.
+	var last time.Time
+	reload := func() *admin.Reload {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		var r *admin.Reload
+		eventually(t, "the reload in status", func() bool {
+			r = in.statusJSON(t).Live.ConfigReload
+			return r != nil && r.At.After(last)
+		})
+		last = r.At
+		return r
+	}
+	if got := sendCode("a@customer.test"); got != "Sign-in code, first templates" {
+		t.Fatalf("subject %q", got)
+	}
+
+	write(subject, "Sign-in code, reloaded")
+	cfg, err := os.ReadFile(in.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(in.cfg, strings.Replace(string(cfg), "poll_interval: 50ms", "poll_interval: 60ms", 1))
+	if r := reload(); !r.OK || strings.Join(r.RestartNeeded, ",") != "workos" {
+		t.Fatalf("valid reload: %+v, want ok with workos (poll_interval) named for a restart", r)
+	}
+	if got := sendCode("b@customer.test"); got != "Sign-in code, reloaded" {
+		t.Errorf("after the reload: subject %q", got)
+	}
+
+	write(subject, "Sign-in code {{if .Code}")
+	r := reload()
+	if r.OK || !strings.Contains(r.Error, subject) {
+		t.Fatalf("broken template: %+v, want it refused naming %s", r, subject)
+	}
+	out, _ := mustCLI(t, 0, "status", "--config", in.cfg)
+	if !strings.Contains(out, "RELOAD REFUSED") || !strings.Contains(out, "the configuration of before is in force") {
+		t.Errorf("status does not show the refused reload:\n%s", out)
+	}
+	if !strings.Contains(in.stderr.String(), "reload refused: the running configuration stays in force") {
+		t.Error("the refusal is not logged")
+	}
+	mfs, _ := (&daemonUnderTest{t: t, admin: adminURL}).scrape()
+	if v := value(mfs, "workos_emailer_config_last_reload_successful", nil); v != 0 {
+		t.Errorf("config_last_reload_successful = %v after a refused reload", v)
+	}
+	if v := value(mfs, "workos_emailer_config_reloads_total", map[string]string{"result": "failed"}); v != 1 {
+		t.Errorf("failed reloads = %v", v)
+	}
+	if got := sendCode("c@customer.test"); got != "Sign-in code, reloaded" {
+		t.Errorf("after a refused reload: subject %q, want the running templates'", got)
+	}
+	if code := in.stop(); code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, in.stderr.String())
+	}
+}
