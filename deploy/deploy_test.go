@@ -47,7 +47,7 @@ func TestUnitsDeclareNotifyWatchdogAndHardening(t *testing.T) {
 		want := []string{"Type=notify", "NotifyAccess=main", "WatchdogSec=60", "Restart=on-failure", "DynamicUser=yes",
 			"ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes", "PrivateTmp=yes", "PrivateDevices=yes",
 			"ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes", "ProtectControlGroups=yes",
-			"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service", "CapabilityBoundingSet="}
+			"RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "SystemCallFilter=@system-service", "CapabilityBoundingSet=", "ExecReload=/bin/kill -HUP $MAINPID"}
 		if u == "workos-emailer.service" {
 			want = append(want, "StateDirectory=workos-emailer", "EnvironmentFile=-/etc/workos-emailer/env",
 				"ExecStart=/usr/local/bin/workos-emailer run --config /etc/workos-emailer/config.yaml")
