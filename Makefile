@@ -41,8 +41,11 @@ fuzz:
 	$(GO) test ./sendapi -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./internal/sealed -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZ_TIME)
 
+# The tests' JSON goes through cmd/testreport, which prints what go test prints and ends with a
+# line naming every skipped test and why; go test's own exit status is kept.
 test: vet fmt-check
-	$(GO) test -race -count=1 ./...
+	@mkdir -p bin && $(GO) build -o bin/testreport ./cmd/testreport
+	@{ $(GO) test -race -count=1 -json ./...; echo $$? > bin/.test-status; } | bin/testreport && [ "$$(cat bin/.test-status)" = 0 ]
 	$(MAKE) fuzz
 
 # Third-party test tools from npm, pinned by .tools/package-lock.json, installed next to the
