@@ -475,3 +475,18 @@ func TestNoConfigFileSaysWhereItLooked(t *testing.T) {
 		t.Errorf("exit %d, %q", code, stderr)
 	}
 }
+
+// run --help is where an operator without the README looks: config lookup, environment, secrets,
+// exit codes.
+func TestRunHelpSaysWhereConfigComesFromAndTheExitCodes(t *testing.T) {
+	code, out, _ := cli(t, context.Background(), "run", "--help")
+	for _, want := range []string{"/etc/workos-emailer/config.yaml", "WORKOS_EMAILER_", "WORKOS_API_KEY_FILE", "$CREDENTIALS_DIRECTORY",
+		"SIGHUP reloads", "control socket", "Exit codes:", "2  invalid configuration", "3  the store is locked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run --help lacks %q", want)
+		}
+	}
+	if code != exitOK {
+		t.Errorf("exit %d", code)
+	}
+}

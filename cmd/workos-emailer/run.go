@@ -32,6 +32,7 @@ func newRunCmd(load loadFunc, stderr io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
 		Short: "Poll WorkOS events and send emails until SIGTERM/SIGINT",
+		Long:  runHelp,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load(cmd)
@@ -50,6 +51,31 @@ func newRunCmd(load loadFunc, stderr io.Writer) *cobra.Command {
 		},
 	}
 }
+
+const runHelp = `Poll the WorkOS Events API, send each email once, and record it, until SIGTERM or SIGINT (a
+second signal exits at once). SIGHUP reloads the configuration.
+
+Configuration, first found wins:
+  --config PATH, else ./config.yaml, else /etc/workos-emailer/config.yaml, else built-in defaults.
+  Every key can be set in the environment: WORKOS_EMAILER_ + the key in upper case with . as _
+  (WORKOS_EMAILER_MAILER_SES_REGION for mailer.ses.region); an unknown WORKOS_EMAILER_ variable
+  is refused. Durations take a unit: 90s, 10m, 12h, 45d.
+
+Secrets (never in the config file you share):
+  WORKOS_API_KEY, or WORKOS_API_KEY_FILE naming a file that holds it
+  WORKOS_EMAILER_API_TOKEN (send API), WORKOS_EMAILER_MAILER_SMTP_PASSWORD, or their *_FILE keys
+  AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or *_FILE), else the AWS chain (profile, instance role)
+  systemd credentials in $CREDENTIALS_DIRECTORY: workos_api_key, api_token, api_previous_token,
+  smtp_password, aws_access_key_id, aws_secret_access_key, aws_session_token
+
+While it runs, status, dead and cursor commands reach it through its control socket beside the
+store (store.path + ".sock", or admin.socket); /healthz, /readyz and /metrics are on admin.listen.
+
+Exit codes:
+  0  stopped cleanly
+  1  runtime failure (the store failed, a listener could not bind, SES refuses the sender)
+  2  invalid configuration or usage: the message names the key
+  3  the store is locked by another process (another daemon runs with it)`
 
 // shutdownContext is cancelled by the first SIGTERM or SIGINT, which lets in-flight sends finish
 // and be recorded; a second signal exits at once.
