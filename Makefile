@@ -24,6 +24,7 @@ build:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags nodemo ./cmd/workos-emailer
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
