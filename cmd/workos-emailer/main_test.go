@@ -93,6 +93,9 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"a bare number as an age", "workos:\n  api_key: k\nmailer:\n  driver: log\ndelivery:\n  max_event_age: 10\n", "", "max_event_age"},
 		{"misspelt environment variable", "workos:\n  api_key: k\nmailer:\n  driver: log\n", "WORKOS_EMAILER_MAILER_SES_ENDPONT=http://127.0.0.1:1", "did you mean WORKOS_EMAILER_MAILER_SES_ENDPOINT"},
 		{"unquoted date", "workos:\n  api_key: k\n  start: 2026-11-01T00:00:00Z\nmailer:\n  driver: log\n", "", "quote the time"},
+		{"API key and its file", "workos:\n  api_key: k\n  api_key_file: /etc/hostname\nmailer:\n  driver: log\n", "", "workos.api_key_file: set workos.api_key (WORKOS_API_KEY) or workos.api_key_file, not both"},
+		{"API key file missing", "mailer:\n  driver: log\n", "WORKOS_API_KEY_FILE=/nonexistent/key", "workos.api_key_file"},
+		{"control socket path too long", "workos:\n  api_key: k\nmailer:\n  driver: log\nadmin:\n  socket: /tmp/" + strings.Repeat("s", 120) + "\n", "", "admin.socket"},
 		{"magic_link without the send API", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [magic_auth, magic_link]\n", "", "api.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +105,13 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 			code, _, stderr := cli(t, context.Background(), "run", "--config", writeConfig(t, tc.yaml))
 			if code != exitUsage || !strings.Contains(stderr, tc.key) {
 				t.Errorf("exit %d, stderr %q; want 2 naming %s", code, stderr, tc.key)
+			}
+			// Nothing started: no store, no control socket.
+			for _, f := range []string{"workos-emailer.db", "workos-emailer.db.sock"} {
+				if _, err := os.Stat(f); err == nil {
+					t.Errorf("%s exists after a refused start", f)
+					os.Remove(f)
+				}
 			}
 		})
 	}

@@ -99,3 +99,32 @@ func TestReloadOnSIGHUP(t *testing.T) {
 		t.Fatalf("exit %d:\n%s", code, in.stderr.String())
 	}
 }
+
+// The API key rotates with a reload: from WORKOS_API_KEY_FILE, a wrong key shows in status, the
+// right one written to the file and SIGHUP make polling work again, without a restart.
+func TestAPIKeyRotatesWithAReload(t *testing.T) {
+	daemonEnv(t)
+	wos, wosURL, ses, sesURL := fakes(t)
+	keyFile := filepath.Join(t.TempDir(), "workos_api_key")
+	if err := os.WriteFile(keyFile, []byte("sk_test_revoked_SECRET\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Unsetenv("WORKOS_API_KEY")
+	t.Setenv("WORKOS_API_KEY_FILE", keyFile)
+	in := runInstance(t, wosURL, sesURL, "")
+	eventually(t, "status to show the rejected key", func() bool { return in.statusJSON(t).Live.WorkOSKeyRejected })
+	if !strings.Contains(in.stderr.String(), `"key":"WORKOS_API_KEY, sk_test_..."`) || strings.Contains(in.stderr.String(), "SECRET") {
+		t.Errorf("the rejection is not logged naming the key's kind only:\n%s", in.stderr.String())
+	}
+	if err := os.WriteFile(keyFile, []byte(adminTestKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wos.AddCode("magic_auth", "after@customer.test", "user_01", time.Now().Add(time.Hour))
+	eventually(t, "the code sent with the new key", func() bool { return len(ses.Messages()) == 1 })
+	if d := in.statusJSON(t); d.Live.WorkOSKeyRejected || d.Live.ConfigReload == nil || !d.Live.ConfigReload.OK {
+		t.Errorf("after the rotation: %+v", d.Live)
+	}
+}
