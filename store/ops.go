@@ -84,6 +84,7 @@ type head struct {
 	Kind      string
 	State     State
 	UpdatedAt time.Time
+	MessageID string
 }
 
 // decodeHead reads and checks a record as decodeDelivery does, but without Options.Kinds (the
@@ -98,7 +99,7 @@ func (rd *recordDecoder) head(key, v []byte) (head, error) {
 	if err != nil {
 		return head{}, err
 	}
-	return head{Kind: d.Kind, State: d.State, UpdatedAt: d.UpdatedAt}, nil
+	return head{Kind: d.Kind, State: d.State, UpdatedAt: d.UpdatedAt, MessageID: d.MessageID}, nil
 }
 
 func countKey(kind string, state State) []byte {
@@ -587,5 +588,5 @@ func deleteDelivery(tx *bolt.Tx, key []byte, h head) error {
 			return err
 		}
 	}
-	return nil
+	return unindexMessage(tx, key, h.MessageID)
 }

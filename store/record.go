@@ -33,18 +33,20 @@ import (
 // (decodeDelivery), so a new field needs a new schema version: an older build would refuse the
 // file as damaged rather than name the newer schema.
 type storedDelivery struct {
-	EventID        string `json:"event_id,omitempty"` // schema 1 only: the key says it
-	Kind           string `json:"kind"`
-	State          State  `json:"state"`
-	Attempts       int    `json:"attempts,omitempty"`
-	Reason         string `json:"reason,omitempty"`
-	MessageID      string `json:"message_id,omitempty"`
-	ObjectID       string `json:"object_id,omitempty"`
-	MaybeDuplicate bool   `json:"maybe_duplicate,omitempty"`
-	OnceKey        string `json:"once_key,omitempty"`
-	EventCreatedAt msTime `json:"event_created_at"`
-	FirstSeenAt    msTime `json:"first_seen_at"`
-	UpdatedAt      msTime `json:"updated_at"`
+	EventID        string          `json:"event_id,omitempty"` // schema 1 only: the key says it
+	Kind           string          `json:"kind"`
+	State          State           `json:"state"`
+	Attempts       int             `json:"attempts,omitempty"`
+	Reason         string          `json:"reason,omitempty"`
+	MessageID      string          `json:"message_id,omitempty"`
+	ObjectID       string          `json:"object_id,omitempty"`
+	MaybeDuplicate bool            `json:"maybe_duplicate,omitempty"`
+	OnceKey        string          `json:"once_key,omitempty"`
+	Recipient      string          `json:"recipient,omitempty"` // schema 3
+	Feedback       *storedFeedback `json:"feedback,omitempty"`  // schema 3
+	EventCreatedAt msTime          `json:"event_created_at"`
+	FirstSeenAt    msTime          `json:"first_seen_at"`
+	UpdatedAt      msTime          `json:"updated_at"`
 }
 
 // msTime is a time stored as Unix milliseconds (0: the zero time). It also reads the RFC 3339
@@ -77,7 +79,8 @@ func (t *msTime) UnmarshalJSON(b []byte) error {
 func encodeDelivery(d Delivery) ([]byte, error) {
 	return json.Marshal(storedDelivery{
 		Kind: d.Kind, State: d.State, Attempts: d.Attempts, Reason: d.Reason, MessageID: d.MessageID,
-		ObjectID: d.ObjectID, MaybeDuplicate: d.MaybeDuplicate, OnceKey: d.OnceKey, EventCreatedAt: msTime{d.EventCreatedAt},
+		ObjectID: d.ObjectID, MaybeDuplicate: d.MaybeDuplicate, OnceKey: d.OnceKey, Recipient: d.Recipient,
+		Feedback: storeFeedback(d.Feedback), EventCreatedAt: msTime{d.EventCreatedAt},
 		FirstSeenAt: msTime{d.FirstSeenAt}, UpdatedAt: msTime{d.UpdatedAt},
 	})
 }
@@ -163,7 +166,7 @@ func (rd *recordDecoder) delivery(key, v []byte, r rules) (Delivery, error) {
 	d := Delivery{
 		EventID: string(key), Kind: s.Kind, State: s.State, Attempts: s.Attempts, Reason: s.Reason,
 		MessageID: s.MessageID, ObjectID: s.ObjectID, MaybeDuplicate: s.MaybeDuplicate, OnceKey: s.OnceKey,
-		EventCreatedAt: s.EventCreatedAt.Time, FirstSeenAt: s.FirstSeenAt.Time, UpdatedAt: s.UpdatedAt.Time,
+		Recipient: s.Recipient, Feedback: s.Feedback.feedback(), EventCreatedAt: s.EventCreatedAt.Time, FirstSeenAt: s.FirstSeenAt.Time, UpdatedAt: s.UpdatedAt.Time,
 	}
 	if err := checkDelivery(key, s.EventID, d, r); err != nil {
 		return Delivery{}, fmt.Errorf("delivery record %q: %w", clip(key, 80), err)
@@ -222,6 +225,12 @@ func checkDelivery(key []byte, storedID string, d Delivery, r rules) error {
 	}
 	if d.OnceKey != "" && !onceKeyShape(d.OnceKey) {
 		return fmt.Errorf("once_key %q is not a kind and a WorkOS id", clip([]byte(d.OnceKey), 80))
+	}
+	if d.Recipient != "" && !recipientShape(d.Recipient) {
+		return fmt.Errorf("recipient %q is not a recipient hash", clip([]byte(d.Recipient), 80))
+	}
+	if err := checkFeedback(d.Feedback, r.latest); err != nil {
+		return err
 	}
 	for _, t := range []struct {
 		name string

@@ -251,13 +251,13 @@ func TestNewerSchemaIsRefusedUntouched(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
 	save(t, s, rec("event_1", "magic_auth", Sent, "magic_auth_1", t0))
-	if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("3")) }); err != nil {
+	if err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("4")) }); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
 	before, _ := os.ReadFile(path)
 	for _, ro := range []bool{false, true} {
-		if _, err := Open(path, Options{ReadOnly: ro}); err == nil || !strings.Contains(err.Error(), `schema "3"`) {
+		if _, err := Open(path, Options{ReadOnly: ro}); err == nil || !strings.Contains(err.Error(), `schema "4"`) {
 			t.Errorf("read-only %v: %v, want a schema error", ro, err)
 		}
 	}

@@ -68,7 +68,12 @@ type Delivery struct {
 	// SupersedeKey, when set, names the kind and (by a keyed hash) the address of a code or
 	// link a newer one replaces: a record saved sent or ambiguous with it becomes the newest of
 	// its key (LatestSent). It is not part of the record on disk.
-	SupersedeKey   string    `json:"-"`
+	SupersedeKey string `json:"-"`
+	// Recipient is a keyed hash of the normalized recipient address (RecipientHash), never the
+	// address: `trace` finds a person's emails by it. "" on records of older versions.
+	Recipient string `json:"recipient,omitempty"`
+	// Feedback is what SES reported about the sent email (RecordFeedback); nil: nothing yet.
+	Feedback       *Feedback `json:"feedback,omitempty"`
 	EventCreatedAt time.Time `json:"event_created_at"`
 	FirstSeenAt    time.Time `json:"first_seen_at"`
 	UpdatedAt      time.Time `json:"updated_at"`
@@ -101,8 +106,12 @@ var (
 	keySchema      = []byte("schema")
 )
 
-// schemaVersion is what this build writes; it reads schema 1 too (record.go).
-const schemaVersion = "2"
+// schemaVersion is what this build writes; it reads schemas 1 and 2 too (record.go). Schema 3
+// added the recipient's keyed hash and SES's feedback to records, and the messages index.
+const schemaVersion = "3"
+
+// separateSending reports whether a schema keeps sending records apart (bucketSending): 2 on.
+func separateSending(schema string) bool { return schema == "2" || schema == schemaVersion }
 
 // appendFillPercent is how full bbolt leaves a page it splits in the deliveries bucket: nearly
 // full, with a little room for a record that grows when its send is recorded.
@@ -212,7 +221,8 @@ func Open(path string, opts Options) (s *Store, err error) {
 		if exists && tx.Bucket(bucketMeta) == nil && hasBuckets(tx) {
 			return nil // another program's file: checkSchema names the problem, nothing is written
 		}
-		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce, bucketLatest, bucketRequests, bucketIdempotency} {
+		for _, b := range [][]byte{bucketMeta, bucketDeliveries, bucketSending, bucketCounts, bucketProblems, bucketRetry, bucketOnce,
+			bucketLatest, bucketRequests, bucketIdempotency, bucketMessages} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -226,6 +236,11 @@ func Open(path string, opts Options) (s *Store, err error) {
 		case "1":
 			if err := migrateSchema1(tx); err != nil {
 				return fmt.Errorf("move to schema %s: %w", schemaVersion, err)
+			}
+		case "2":
+			// Schema 3 only adds optional fields and an index that fills as emails are sent.
+			if err := meta.Put(keySchema, []byte(schemaVersion)); err != nil {
+				return err
 			}
 		case schemaVersion:
 		default:
@@ -303,7 +318,7 @@ func (s *Store) verify() (derivedOK bool, err error) {
 		}
 		// A newer schema's records may follow rules this build does not know: checkSchema names
 		// the problem instead.
-		known := schema == "" || schema == "1" || schema == schemaVersion
+		known := schema == "" || schema == "1" || separateSending(schema)
 		err = tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			if known && (bytes.Equal(name, bucketDeliveries) || bytes.Equal(name, bucketSending)) {
 				return nil // read below
@@ -371,7 +386,7 @@ func checkRecords(tx *bolt.Tx, schema string, r rules) (derivedOK bool, err erro
 		if err != nil {
 			return err
 		}
-		if d.State == Sending && schema == schemaVersion {
+		if d.State == Sending && separateSending(schema) {
 			return fmt.Errorf("delivery record %q is sending but not in the sending bucket", clip(k, 80))
 		}
 		count(d)
@@ -401,7 +416,7 @@ func checkRecords(tx *bolt.Tx, schema string, r rules) (derivedOK bool, err erro
 		switch {
 		case d.State != Sending:
 			return fmt.Errorf("delivery record %q in the sending bucket is %s", clip(k, 80), d.State)
-		case schema == schemaVersion && all.Get(k) != nil:
+		case separateSending(schema) && all.Get(k) != nil:
 			return fmt.Errorf("delivery record %q is in both the sending and the deliveries bucket", clip(k, 80))
 		}
 		count(d)
@@ -463,7 +478,7 @@ func (s *Store) checkSchema() error {
 		if meta == nil || tx.Bucket(bucketDeliveries) == nil {
 			return fmt.Errorf("store %s is not a workos-emailer store (missing buckets)", s.path)
 		}
-		if v := string(meta.Get(keySchema)); v != schemaVersion && v != "1" {
+		if v := string(meta.Get(keySchema)); v != schemaVersion && v != "2" && v != "1" {
 			return s.schemaError(v)
 		}
 		return nil
@@ -471,7 +486,7 @@ func (s *Store) checkSchema() error {
 }
 
 func (s *Store) schemaError(v string) error {
-	return fmt.Errorf("store %s has schema %q, this build reads %q and \"1\"; was it written by a newer version?", s.path, v, schemaVersion)
+	return fmt.Errorf("store %s has schema %q, this build reads %q, \"2\" and \"1\"; was it written by a newer version?", s.path, v, schemaVersion)
 }
 
 // Path is the file the store lives in.
@@ -642,6 +657,9 @@ func putDelivery(tx *bolt.Tx, d Delivery) error {
 		return err
 	}
 	if err := markLatest(tx, d); err != nil {
+		return err
+	}
+	if err := indexMessage(tx, d); err != nil {
 		return err
 	}
 	if err := dropRequestContent(tx, d); err != nil {

@@ -426,14 +426,14 @@ func TestDamagedDerivedDataIsRecomputed(t *testing.T) {
 func TestNewerSchemaRecordsAreNotJudged(t *testing.T) {
 	path := mixedStore(t)
 	raw(t, path, func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte("3")); err != nil {
+		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte("4")); err != nil {
 			return err
 		}
 		return tx.Bucket(bucketDeliveries).Put([]byte("event_01A"), []byte(`{"kind":"magic_auth","state":"delivered","locale":"de"}`))
 	})
 	for _, ro := range []bool{false, true} {
 		if _, err := Open(path, Options{ReadOnly: ro, Kinds: testKinds}); err == nil || errors.Is(err, ErrDamaged) ||
-			!strings.Contains(err.Error(), `schema "3"`) {
+			!strings.Contains(err.Error(), `schema "4"`) {
 			t.Errorf("read-only %v: %v, want a schema error", ro, err)
 		}
 	}
