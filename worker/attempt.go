@@ -235,6 +235,8 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 	if ctx.Err() != nil {
 		return stopped, nil
 	}
+	// The recipient as a keyed hash, never in clear: `trace` finds this record by it.
+	d.rec.Recipient = store.HashRecipient(w.newest.secret, m.To)
 	// Screen's checks of what another delivery may have sent since, again, each under a claim
 	// on its key held through the send: the live reader may have sent a newer code to the
 	// address, or taken the once-key (with its `sending` record), while this one was read.

@@ -91,3 +91,17 @@ func TestAddressesStayOutOfLogsAndStore(t *testing.T) {
 	}
 	h.openStore()
 }
+
+// A sent record names its recipient by the store's keyed hash, so trace finds it in any case.
+func TestRecordsKeepTheRecipientsKeyedHash(t *testing.T) {
+	h := newHarness(t)
+	ev, _, _ := h.wos.AddCode("magic_auth", "Mixed.Case@Customer.test", "user_01", time.Now().Add(time.Hour))
+	h.run()
+	d := h.delivery(ev)
+	if d.State != store.Sent || d.Recipient == "" || d.Recipient != h.store.RecipientHash("mixed.case@customer.test") {
+		t.Errorf("record %+v: want sent with the recipient's hash", d)
+	}
+	if got, err := h.store.Trace(h.store.RecipientHash("MIXED.CASE@customer.test")); err != nil || len(got) != 1 || got[0].EventID != ev {
+		t.Errorf("trace: %+v %v", got, err)
+	}
+}
