@@ -240,3 +240,78 @@ func (s *Store) Trace(recipient string) ([]Delivery, error) {
 	slices.SortStableFunc(out, func(a, b Delivery) int { return b.FirstSeenAt.Compare(a.FirstSeenAt) })
 	return out, nil
 }
+
+// FeedbackCounts are the SES feedback about the emails sent in a window.
+type FeedbackCounts struct {
+	// Sent counts the emails SES accepted (records with an SES message id); Reported those SES
+	// reported anything about.
+	Sent      int `json:"sent"`
+	Reported  int `json:"reported"`
+	Delivered int `json:"delivered"`
+	// Bounced counts permanent bounces (SES's bounce rate); TransientBounces the others.
+	Bounced          int `json:"bounced"`
+	TransientBounces int `json:"transient_bounces"`
+	Complained       int `json:"complained"`
+	Delayed          int `json:"delayed"`
+	Rejected         int `json:"rejected"`
+}
+
+// FeedbackStats counts SES's feedback over the emails sent in the 24 hours before now and over
+// the last recent sent, the windows SES judges an account's bounce and complaint rates by.
+func (s *Store) FeedbackStats(now time.Time, recent int) (day, last FeedbackCounts, err error) {
+	type sent struct {
+		at time.Time
+		f  *Feedback
+	}
+	var all []sent
+	err = s.db.View(func(tx *bolt.Tx) error {
+		var rd recordDecoder
+		return tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
+			if !strings.Contains(string(v), `"message_id"`) {
+				return nil
+			}
+			d, err := rd.delivery(k, v, rulesNow(nil))
+			if err != nil {
+				return err
+			}
+			if d.MessageID != "" && (d.State == Sent || d.State == Ambiguous) {
+				all = append(all, sent{d.UpdatedAt, d.Feedback})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return day, last, fmt.Errorf("count SES feedback: %w", err)
+	}
+	slices.SortFunc(all, func(a, b sent) int { return b.at.Compare(a.at) })
+	add := func(c *FeedbackCounts, f *Feedback) {
+		c.Sent++
+		if f == nil {
+			return
+		}
+		c.Reported++
+		switch {
+		case !f.BouncedAt.IsZero() && f.BouncePermanent:
+			c.Bounced++
+		case !f.BouncedAt.IsZero():
+			c.TransientBounces++
+		}
+		for _, x := range []struct {
+			at time.Time
+			n  *int
+		}{{f.DeliveredAt, &c.Delivered}, {f.ComplainedAt, &c.Complained}, {f.DelayedAt, &c.Delayed}, {f.RejectedAt, &c.Rejected}} {
+			if !x.at.IsZero() {
+				*x.n++
+			}
+		}
+	}
+	for i, e := range all {
+		if !e.at.Before(now.Add(-24 * time.Hour)) {
+			add(&day, e.f)
+		}
+		if i < recent {
+			add(&last, e.f)
+		}
+	}
+	return day, last, nil
+}

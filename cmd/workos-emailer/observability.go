@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"github.com/workos-emailer/workos-emailer/internal/config"
+	"github.com/workos-emailer/workos-emailer/sesfeedback"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 	"net/http"
 	"sync"
@@ -30,6 +31,8 @@ type daemonObs struct {
 	log     *zap.Logger
 	// limiter paces SES sends (sendlimit.go); nil for other drivers.
 	limiter *sendlimit.Limiter
+	// feedback reads SES's feedback from SQS (feedback.go); nil when off.
+	feedback *sesfeedback.Reader
 
 	ready    *admin.Readiness
 	admin    *admin.Server
@@ -63,6 +66,14 @@ func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Sto
 		KeyName:     workosapi.KeyName(cfg.WorkOS.APIKey),
 		MaxPollAge:  admin.ReadyPollAge(cfg.WorkOS.PollInterval),
 		Now:         time.Now,
+	}
+	if o.feedback != nil {
+		o.ready.Feedback = func() string {
+			if ok, why, _ := o.feedback.Status(); !ok {
+				return why
+			}
+			return ""
+		}
 	}
 	ctl, err := admin.ListenControl(cfg.ControlSocket(), control, o.log)
 	if err != nil {
@@ -101,6 +112,9 @@ func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Sto
 			defer o.wg.Done()
 			o.metrics.PollQuota(bg, src, sesQuotaEvery, o.log)
 		}()
+	}
+	if o.feedback != nil {
+		o.wg.Go(func() { o.feedback.Run(bg) }) // stops with the admin listener, before the store closes
 	}
 	o.wg.Add(1)
 	go func() {

@@ -170,11 +170,18 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 				Sandbox: q.Sandbox}
 		}
 		live.Reload = reload.last.Load()
+		if obs.feedback != nil {
+			ok, why, at := obs.feedback.Status()
+			live.FeedbackQueue = &admin.FeedbackQueue{OK: ok, Error: why, LastOKAt: timeOrNil(at)}
+		}
 		return live
 	})
 	dead := admin.DeadHandler(st)
 	control := &admin.Control{Store: st, Worker: w, Retention: cfg.Store.Retention,
 		RetentionText: config.FormatDuration(cfg.Store.Retention), Status: status, Dead: dead, Log: log}
+	if obs.feedback, err = newFeedbackReader(ctx, cfg, st, obs, log); err != nil { // feedback.go
+		return err
+	}
 	if err := obs.start(ctx, cfg, st, w, wos.KeyRejected, sender, map[string]http.Handler{"/status": status, "/dead": dead},
 		control.Routes()); err != nil {
 		return err
@@ -304,4 +311,12 @@ func checkSESSenders(ctx context.Context, cfg *config.Config, ses *mailer.SES, l
 		log.Info("SES sender verified", zap.String("identity", v.Identity), zap.Bool("domain", v.Domain))
 	}
 	return nil
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }

@@ -27,6 +27,9 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
   kinds            {KIND: {STATE: count}} for every kind with records plus the core kinds
   dead, ambiguous  counts of the deliveries that need an operator (see: dead list)
   retry_queued     deliveries queued by dead retry, not yet settled
+  feedback         SES feedback over {last_24_hours, last_10000_sends}: {sent, reported, delivered,
+                   bounced (permanent), transient_bounces, complained, delayed, rejected,
+                   bounce_rate, complaint_rate}, and warnings (at half of SES's review rates)
   live             null from the store; else {last_poll_at, last_poll_age_seconds,
                    workos_key_rejected (true: WorkOS refuses WORKOS_API_KEY),
                    ses_paused, ses_pause_reason: null or why sending is paused,
@@ -36,6 +39,7 @@ With --json it prints one JSON object (the same the daemon serves at GET /status
                    ses_sent_since_quota_read: null or a count,
                    ses_rate_limit: null or {per_second, target_per_second,
                    source ("config", "account", "initial"), throttled},
+                   ses_feedback_queue: null (off) or {ok, error, last_ok_at},
                    config_reload: null or the last reload (SIGHUP): {at, ok, error (why it
                    was refused), restart_needed (changed sections a restart applies)}}
 Unknown values are null; keys are never omitted. New keys may be added.`
@@ -159,6 +163,30 @@ func printStatus(w io.Writer, d admin.Status, from string) error {
 	} else {
 		fmt.Fprintf(tw, "last poll\tunknown (only the running daemon knows)\n")
 	}
+	if l := d.Live; l != nil && l.SESFeedbackQueue != nil {
+		q := l.SESFeedbackQueue
+		if q.OK {
+			fmt.Fprintf(tw, "SES feedback\treading the queue (last answer %s)\n", human(q.LastOKAt, d.GeneratedAt))
+		} else {
+			fmt.Fprintf(tw, "SES feedback\tQUEUE NOT READABLE: %s\n", admin.OneLine(q.Error, 200))
+		}
+	}
+	// SES's feedback, once there is any or a queue is read for it.
+	reading := d.Live != nil && d.Live.SESFeedbackQueue != nil
+	for _, w := range []struct {
+		name string
+		win  admin.FeedbackWindow
+	}{{"last 24h", d.Feedback.Last24Hours}, {"last 10,000", d.Feedback.Last10000}} {
+		if w.win.Sent == 0 || d.Feedback.Last10000.Reported == 0 && !reading {
+			continue
+		}
+		fmt.Fprintf(tw, "sent, %s\t%d: %d delivered, %d bounced (%s), %d complained (%s), %d without a report\n", w.name,
+			w.win.Sent, w.win.Delivered, w.win.Bounced, percent(w.win.BounceRate), w.win.Complained, percent(w.win.ComplaintRate),
+			w.win.Sent-w.win.Reported)
+	}
+	for _, warning := range d.Feedback.Warnings {
+		fmt.Fprintf(tw, "WARNING\t%s\n", warning)
+	}
 	fmt.Fprintf(tw, "records\t%d\n", d.Records)
 	fmt.Fprintf(tw, "dead\t%d\n", d.Dead)
 	fmt.Fprintf(tw, "ambiguous\t%d\n", d.Ambiguous)
@@ -241,4 +269,11 @@ func currentStatus(cmd *cobra.Command, load loadFunc) (doc admin.Status, from, n
 		return buildErr
 	})
 	return doc, from, note, err
+}
+
+func percent(r *float64) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%%", *r*100)
 }

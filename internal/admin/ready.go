@@ -43,9 +43,11 @@ type Readiness struct {
 	// key for the operator (never its secret part).
 	KeyRejected func() bool
 	KeyName     string
-	MaxPollAge  time.Duration
-	Now         func() time.Time
-	stopping    atomic.Bool
+	// Feedback says why the SES feedback queue cannot be read; "" when it can, nil when off.
+	Feedback   func() string
+	MaxPollAge time.Duration
+	Now        func() time.Time
+	stopping   atomic.Bool
 }
 
 // NotReady lists why the daemon is not ready; empty when it is.
@@ -69,6 +71,11 @@ func (r *Readiness) NotReady() []string {
 	}
 	if reason := r.PauseReason(); reason != "" {
 		why = append(why, "sending is paused: "+reason)
+	}
+	if r.Feedback != nil {
+		if reason := r.Feedback(); reason != "" {
+			why = append(why, reason)
+		}
 	}
 	return why
 }

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 // Store is what the status and dead documents read; *store.Store has it.
 type Store interface {
 	Stats() (store.Stats, error)
+	FeedbackStats(now time.Time, recent int) (day, last store.FeedbackCounts, err error)
 	Problems() ([]store.Delivery, error)
 	Path() string
 }
@@ -47,6 +49,16 @@ type Live struct {
 	Backlog worker.Backlog
 	// Reload is the last reload of the configuration; nil: none since the start.
 	Reload *Reload
+	// FeedbackQueue is the SES feedback reader's state; nil when it is off.
+	FeedbackQueue *FeedbackQueue
+}
+
+// FeedbackQueue is the SES feedback reader's state (mailer.ses.feedback_queue_url).
+type FeedbackQueue struct {
+	OK bool `json:"ok"`
+	// Error says why the last receive failed; LastOKAt is the last good one.
+	Error    string     `json:"error,omitempty"`
+	LastOKAt *time.Time `json:"last_ok_at"`
 }
 
 // Reload is how the last reload of the configuration (SIGHUP) went.
@@ -91,6 +103,9 @@ type Status struct {
 	Dead        int                       `json:"dead"`
 	Ambiguous   int                       `json:"ambiguous"`
 	RetryQueued int                       `json:"retry_queued"`
+	// Feedback is what SES reported about the emails sent in the last 24 hours and the last
+	// 10,000 (mailer.ses.feedback_queue_url), with the rates SES judges the account by.
+	Feedback FeedbackDoc `json:"feedback"`
 	// Live is null when read from the store.
 	Live *LiveStatus `json:"live"`
 }
@@ -126,6 +141,64 @@ type LiveStatus struct {
 	Backlog      Backlog `json:"backlog"`
 	// ConfigReload is the last reload (SIGHUP) since the start; null: none.
 	ConfigReload *Reload `json:"config_reload"`
+	// SESFeedbackQueue is the SES feedback reader's state; null when it is off.
+	SESFeedbackQueue *FeedbackQueue `json:"ses_feedback_queue"`
+}
+
+// FeedbackDoc is SES's feedback over the two windows SES judges an account's rates by.
+type FeedbackDoc struct {
+	Last24Hours FeedbackWindow `json:"last_24_hours"`
+	Last10000   FeedbackWindow `json:"last_10000_sends"`
+	// Warnings name a rate nearing what makes SES review the account (bounces 5%, complaints
+	// 0.1%); they come at half of it.
+	Warnings []string `json:"warnings"`
+}
+
+// FeedbackWindow counts one window's emails and what SES said of them.
+type FeedbackWindow struct {
+	store.FeedbackCounts
+	// BounceRate is permanent bounces over sent; ComplaintRate complaints over sent; null with
+	// nothing sent.
+	BounceRate    *float64 `json:"bounce_rate"`
+	ComplaintRate *float64 `json:"complaint_rate"`
+}
+
+// Where SES reviews an account, and where status warns: at half of that.
+const (
+	sesBounceReview    = 0.05
+	sesComplaintReview = 0.001
+	feedbackRecent     = 10_000
+)
+
+func feedbackWindow(c store.FeedbackCounts) FeedbackWindow {
+	w := FeedbackWindow{FeedbackCounts: c}
+	if c.Sent > 0 {
+		b, k := float64(c.Bounced)/float64(c.Sent), float64(c.Complained)/float64(c.Sent)
+		w.BounceRate, w.ComplaintRate = &b, &k
+	}
+	return w
+}
+
+func buildFeedback(st Store, now time.Time) (FeedbackDoc, error) {
+	day, last, err := st.FeedbackStats(now, feedbackRecent)
+	if err != nil {
+		return FeedbackDoc{}, err
+	}
+	doc := FeedbackDoc{Last24Hours: feedbackWindow(day), Last10000: feedbackWindow(last), Warnings: []string{}}
+	for _, w := range []struct {
+		name string
+		win  FeedbackWindow
+	}{{"the last 24 hours", doc.Last24Hours}, {"the last 10,000 sends", doc.Last10000}} {
+		if r := w.win.BounceRate; r != nil && *r >= sesBounceReview/2 {
+			doc.Warnings = append(doc.Warnings, fmt.Sprintf("bounce rate %.2f%% over %s: SES reviews the account at 5%% and may "+
+				"pause sending at 10%%; find the bounced addresses (trace) and stop sending to them", *r*100, w.name))
+		}
+		if r := w.win.ComplaintRate; r != nil && *r >= sesComplaintReview/2 {
+			doc.Warnings = append(doc.Warnings, fmt.Sprintf("complaint rate %.3f%% over %s: SES reviews the account at 0.1%% and "+
+				"may pause sending at 0.5%%", *r*100, w.name))
+		}
+	}
+	return doc, nil
 }
 
 // Backlog is how far the main reader is behind, and the live reader.
@@ -221,6 +294,9 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 		Records: s.Records, States: map[string]int{}, Kinds: map[string]map[string]int{},
 		Dead: s.ByState[store.Dead], Ambiguous: s.ByState[store.Ambiguous], RetryQueued: s.RetryQueued,
 	}
+	if doc.Feedback, err = buildFeedback(st, now); err != nil {
+		return Status{}, err
+	}
 	for _, state := range AllStates {
 		doc.States[string(state)] = 0
 	}
@@ -256,7 +332,7 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 			doc.Live.SESRateLimit = &RateLimit{PerSecond: l.Rate, TargetPerSecond: l.TargetRate, Source: l.RateSource,
 				Throttled: l.Throttled}
 		}
-		doc.Live.ConfigReload = live.Reload
+		doc.Live.ConfigReload, doc.Live.SESFeedbackQueue = live.Reload, live.FeedbackQueue
 		bl := live.Backlog
 		doc.Live.Backlog = Backlog{BehindSeconds: bl.Behind.Seconds(), LiveReader: bl.LiveRunning,
 			LiveSince: timePtr(bl.LiveSince), LiveLagSeconds: bl.LiveLag.Seconds()}

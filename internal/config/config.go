@@ -46,6 +46,8 @@ type Config struct {
 			Endpoint         string  `mapstructure:"endpoint"`
 			ConfigurationSet string  `mapstructure:"configuration_set"`
 			MaxSendRate      float64 `mapstructure:"max_send_rate"`
+			// FeedbackQueueURL is the SQS queue SES's events reach (sesfeedback); empty: off.
+			FeedbackQueueURL string `mapstructure:"feedback_queue_url"`
 		} `mapstructure:"ses"`
 		File struct {
 			Dir string `mapstructure:"dir"`
@@ -138,7 +140,7 @@ func defaults(v *viper.Viper) {
 		"store.path": storePath, "store.retention": "45d",
 		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "", "mailer.list_unsubscribe": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
-		"mailer.ses.max_send_rate": 0, "mailer.file.dir": "./outbox",
+		"mailer.ses.max_send_rate": 0, "mailer.ses.feedback_queue_url": "", "mailer.file.dir": "./outbox",
 		"mailer.smtp.host": "", "mailer.smtp.port": 587, "mailer.smtp.username": "", "mailer.smtp.password": "",
 		"mailer.smtp.password_file": "", "mailer.smtp.tls": mailer.SMTPStartTLS, "mailer.smtp.max_send_rate": 0,
 		"delivery.concurrency": worker.DefaultConcurrency, "delivery.max_attempts": 10, "delivery.max_event_age": "0s",

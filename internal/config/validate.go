@@ -88,6 +88,12 @@ func (c *Config) validateMailer() error {
 				return KeyError("mailer.ses.endpoint", "must be a URL, got %q", c.Mailer.SES.Endpoint)
 			}
 		}
+		if q := c.Mailer.SES.FeedbackQueueURL; q != "" {
+			if u, err := url.Parse(q); err != nil || u.Host == "" || strings.Trim(u.Path, "/") == "" || urlpolicy.Check(q) != nil {
+				return KeyError("mailer.ses.feedback_queue_url", "must be an SQS queue URL like "+
+					"https://sqs.us-east-1.amazonaws.com/123456789012/ses-feedback (http only to loopback), got %q", q)
+			}
+		}
 	case "file":
 		if c.Mailer.File.Dir == "" {
 			return KeyError("mailer.file.dir", "must not be empty")
@@ -99,6 +105,9 @@ func (c *Config) validateMailer() error {
 	case "log":
 	default:
 		return KeyError("mailer.driver", "must be ses, smtp, file or log, got %q", c.Mailer.Driver)
+	}
+	if c.Mailer.SES.FeedbackQueueURL != "" && c.Mailer.Driver != "ses" {
+		return KeyError("mailer.ses.feedback_queue_url", "is SES's feedback: it needs mailer.driver ses, not %s", c.Mailer.Driver)
 	}
 	if c.Mailer.From == "" {
 		c.Mailer.From = "workos-emailer <no-reply@localhost>"

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"context"
+	"github.com/workos-emailer/workos-emailer/sesfeedback"
 	"net/http"
 	"runtime"
 	"slices"
@@ -61,6 +62,7 @@ type Metrics struct {
 	workosRequests *prometheus.CounterVec
 	apiRequests    *prometheus.CounterVec
 
+	feedback         *prometheus.CounterVec
 	reloads          *prometheus.CounterVec
 	reloadSuccessful prometheus.Gauge
 	reloadAt         prometheus.Gauge
@@ -152,6 +154,10 @@ func New(opts Options) *Metrics {
 		Help: "Failed reads of the SES quota (GetAccount).",
 	})).(prometheus.Counter)
 
+	m.feedback = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "ses_feedback_total",
+		Help: "SES feedback recorded on delivery records, by kind and outcome (delivered, bounced, complaint, delayed, rejected).",
+	}, []string{"kind", "outcome"})).(*prometheus.CounterVec)
 	m.reloads = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "config_reloads_total",
 		Help: "Reloads of the configuration (SIGHUP) by result (ok, failed: the running configuration stays).",
@@ -197,6 +203,14 @@ var apiRoutes = []string{"/v1/magic_link"}
 func (m *Metrics) APIRequest(route string, status int) {
 	m.apiRequests.WithLabelValues(oneOf(route, apiRoutes), strconv.Itoa(status)).Inc()
 }
+
+// Feedback counts SES feedback recorded for an email of kind (sesfeedback.Observer).
+func (m *Metrics) Feedback(kind string, outcome sesfeedback.Outcome) {
+	m.feedback.WithLabelValues(oneOf(kind, knownKinds), oneOf(string(outcome), feedbackOutcomes)).Inc()
+}
+
+var feedbackOutcomes = []string{string(sesfeedback.Delivered), string(sesfeedback.Bounced), string(sesfeedback.Complaint),
+	string(sesfeedback.Delayed), string(sesfeedback.Rejected)}
 
 // Reloaded counts a reload of the configuration; ok false: it was refused and the running one stays.
 func (m *Metrics) Reloaded(ok bool) {
