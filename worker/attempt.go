@@ -26,6 +26,7 @@ import (
 // attempt makes one try. It sets the record's final state for final outcomes, and writes the
 // sending record durably before the send. Its error is a store error.
 func (w *Worker) attempt(ctx context.Context, ev *Event, d *delivery, log *zap.Logger) (result, error) {
+	d.set = w.cur()
 	if ev.request != nil {
 		return w.attemptRequest(ctx, ev, d, log)
 	}
@@ -51,7 +52,7 @@ func (w *Worker) attempt(ctx context.Context, ev *Event, d *delivery, log *zap.L
 		return res, nil
 	}
 	data.Email = to
-	rendered, err := w.cur().Renderer.Render(data)
+	rendered, err := d.set.Renderer.Render(data)
 	if err != nil {
 		return d.end(store.Dead, ReasonRenderFailed, err.Error()), nil
 	}
@@ -69,7 +70,7 @@ func (w *Worker) screen(ev *Event, d *delivery, now time.Time) (ref eventRef, re
 	switch {
 	case k == nil:
 		return ref, d.end(store.Skipped, ReasonUnhandled, fmt.Sprintf("event type %q is not handled", truncate(ev.Type, 80))), true, nil
-	case !w.cur().enabled[k.Name]:
+	case !d.set.enabled[k.Name]:
 		return ref, d.end(store.Skipped, ReasonDisabled, "kind "+k.Name+" is not enabled in events.enabled"), true, nil
 	case w.opts.MaxEventAge > 0 && age > w.opts.MaxEventAge:
 		return ref, d.end(store.Skipped, ReasonTooOld, "event is older than delivery.max_event_age"), true, nil
@@ -168,13 +169,13 @@ func (w *Worker) templateData(ctx context.Context, k *kinds.Kind, ref eventRef, 
 		}
 		data.Code = obj.Code
 	case kinds.Link:
-		link, err := buildLink(w.cur().Links[k.LinkSetting], obj)
+		link, err := buildLink(d.set.Links[k.LinkSetting], obj)
 		if err != nil {
 			return data, d.end(store.Dead, ReasonInvalidObject, err.Error()), false
 		}
 		data.Link = link
 	case kinds.AppLink:
-		data.Link = w.cur().AppURL
+		data.Link = d.set.AppURL
 	}
 	data.UserLocales = w.userLocales(ctx, obj, d)
 	if !k.Names {
@@ -220,7 +221,7 @@ func (w *Worker) userLocales(ctx context.Context, obj workosapi.Object, d *deliv
 		user = p
 	}
 	var locales []string
-	for _, l := range []string{user.Locale, user.Metadata[w.cur().UserLocaleKey]} {
+	for _, l := range []string{user.Locale, user.Metadata[d.set.UserLocaleKey]} {
 		if l != "" {
 			locales = append(locales, l)
 		}

@@ -19,6 +19,9 @@ type delivery struct {
 	// but the backoff grows with them as with any failure, or a long outage would be asked
 	// about once a second by every event waiting on it.
 	uncharged int
+	// set is the settings this try runs with (settings.go): taken once per try, so a reload
+	// never mixes old and new templates or kinds within one email.
+	set *settings
 }
 
 // resume starts a delivery from a record that is not final, found in the store.

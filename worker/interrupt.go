@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
 // An interrupt is an operator's change that the event pipeline must not run beside: moving the
@@ -14,14 +15,23 @@ import (
 // runs the change, and starts a new term from the store's position. The emails on request run
 // on beside it: they do not follow the cursor.
 
-// ErrNotRunning means Run is not delivering (not started yet, or stopping), so an interrupt
-// cannot be applied now.
+// ErrNotRunning means Run is not delivering (stopping, or stopped), so an interrupt cannot be
+// applied now. Before Run starts, Interrupt waits for it.
 var ErrNotRunning = errors.New("the daemon's event pipeline is not running (starting or stopping); try again in a moment")
 
 type interrupt struct {
 	change func() error
-	done   chan error // buffered: Run never waits for the caller
+	// state: Run runs change only if it moves pending to running first; a caller that gives up
+	// moves pending to abandoned, and one that loses that race waits for the change's end.
+	state atomic.Int32
+	done  chan error // buffered: Run never waits for the caller
 }
+
+const (
+	interruptPending int32 = iota
+	interruptRunning
+	interruptAbandoned
+)
 
 // Interrupt runs change between two terms of the event pipeline, with no event in flight, and
 // returns its error. Polling resumes from the store's position afterwards, so change may move
@@ -31,6 +41,8 @@ func (w *Worker) Interrupt(ctx context.Context, change func() error) error {
 	in := &interrupt{change: change, done: make(chan error, 1)}
 	select {
 	case w.interrupts <- in:
+	case <-w.stopped:
+		return ErrNotRunning
 	case <-ctx.Done():
 		return fmt.Errorf("%w: %w", ErrNotRunning, ctx.Err())
 	}
@@ -38,8 +50,24 @@ func (w *Worker) Interrupt(ctx context.Context, change func() error) error {
 	case err := <-in.done:
 		return err
 	case <-ctx.Done():
-		// The change still runs (or ran) once Run gets to it; only the answer is lost.
-		return fmt.Errorf("waiting for the event pipeline to stop between events: %w", ctx.Err())
+		if in.state.CompareAndSwap(interruptPending, interruptAbandoned) {
+			return fmt.Errorf("waiting for the event pipeline to stop between events: %w; nothing was changed", ctx.Err())
+		}
+		return <-in.done // already running: its outcome is the answer
+	}
+}
+
+// apply runs the change unless its caller gave up, and answers.
+func (in *interrupt) apply() {
+	if in.state.CompareAndSwap(interruptPending, interruptRunning) {
+		in.done <- in.change()
+	}
+}
+
+// refuse answers ErrNotRunning unless the caller gave up.
+func (in *interrupt) refuse() {
+	if in.state.CompareAndSwap(interruptPending, interruptRunning) {
+		in.done <- ErrNotRunning
 	}
 }
 

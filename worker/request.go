@@ -342,7 +342,7 @@ func (w *Worker) attemptRequest(ctx context.Context, ev *Event, d *delivery, log
 	switch {
 	case !ok || !k.SentOnRequest():
 		return d.end(store.Dead, ReasonInvalidEvent, fmt.Sprintf("kind %q is not sent on request", truncate(d.rec.Kind, 40))), nil
-	case !w.cur().enabled[k.Name]:
+	case !d.set.enabled[k.Name]:
 		return d.end(store.Skipped, ReasonDisabled, "kind "+k.Name+" is not enabled (api.listen is not set)"), nil
 	case tooLate(k, now.Sub(ev.CreatedAt)):
 		return d.end(store.Skipped, ReasonTooOld, fmt.Sprintf("a %s email more than %s after the request is not sent", k.Name, k.MaxAge)), nil
@@ -391,7 +391,7 @@ func (w *Worker) attemptRequest(ctx context.Context, ev *Event, d *delivery, log
 	if r.Locale != "" {
 		data.UserLocales = []string{r.Locale}
 	}
-	rendered, err := w.cur().Renderer.Render(data)
+	rendered, err := d.set.Renderer.Render(data)
 	if err != nil {
 		return d.end(store.Dead, ReasonRenderFailed, err.Error()), nil
 	}

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"text/template"
 
 	"github.com/workos-emailer/workos-emailer/kinds"
@@ -39,14 +38,11 @@ func newSettings(s Settings) *settings {
 // cur is the settings in force.
 func (w *Worker) cur() *settings { return w.settings.Load() }
 
-// Reload puts s in force between two terms of the event pipeline (Interrupt): no email in flight
-// is rendered half with the old templates, and the event types listed change with the kinds. A
-// kind enabled now is sent for events from the cursor on; events before it are not read again
-// (a backfill reads them: `cursor reset`). It fails with ErrNotRunning when Run is not running.
-func (w *Worker) Reload(ctx context.Context, s Settings) error {
-	next := newSettings(s)
-	return w.Interrupt(ctx, func() error {
-		w.settings.Store(next)
-		return nil
-	})
+// Reload puts s in force at once, for every try that starts from now on (each takes the settings
+// once, so no email mixes old and new templates) and every list of events (their types change
+// with the kinds). Tries in flight, and their backoff, are left alone. A kind enabled now is sent
+// for events from the cursor on; events before it are not read again (a backfill reads them:
+// `cursor reset`).
+func (w *Worker) Reload(s Settings) {
+	w.settings.Store(newSettings(s))
 }

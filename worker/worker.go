@@ -4,6 +4,7 @@
 package worker
 
 import (
+	"sync"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -161,8 +162,10 @@ type Worker struct {
 	// delivers them (request.go).
 	reqStore RequestStore
 	requests requestRunner
-	// interrupts carries operators' changes to Run (interrupt.go).
+	// interrupts carries operators' changes to Run (interrupt.go); stopped closes when Run returns.
 	interrupts chan *interrupt
+	stopped    chan struct{}
+	stopOnce   sync.Once
 }
 
 // New wires a worker.
@@ -177,7 +180,7 @@ func New(opts Options, w WorkOS, st Store, sender Sender, renderer Renderer, log
 	}
 	wk.reqStore, _ = st.(RequestStore)
 	wk.requests.w = wk
-	wk.interrupts = make(chan *interrupt)
+	wk.interrupts, wk.stopped = make(chan *interrupt), make(chan struct{})
 	wk.initObserved(opts.Observer, opts.HeartbeatEvery)
 	return wk
 }
@@ -208,6 +211,7 @@ var errStopped = errors.New("stopped")
 // Cancelling ctx stops polling and waiting; sends already handed to SES finish and are
 // recorded. It returns an error only when the store fails. dispatch.go has the pipeline.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.stopOnce.Do(func() { close(w.stopped) }) // Interrupt fails fast from now on
 	if err := w.recoverInterrupted(); err != nil {
 		return err
 	}
@@ -225,10 +229,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			break
 		}
 		if err != nil || ctx.Err() != nil {
-			in.done <- ErrNotRunning
+			in.refuse()
 			break
 		}
-		in.done <- in.change()
+		in.apply()
 	}
 	w.log.Info("stopped polling")
 	if err != nil {

@@ -19,9 +19,13 @@ type keyHolder struct {
 
 func (k *keyHolder) current() string { return *k.key.Load() }
 
-// judged records WorkOS's verdict on the key; a key newly refused is an error-level line naming
-// the key, since nothing works until a person replaces it.
-func (k *keyHolder) judged(rejected bool, status int) {
+// judged records WorkOS's verdict on key, the key a request carried; a key newly refused is an
+// error-level line naming the key, since nothing works until a person replaces it. A verdict on a
+// key replaced meanwhile (SetAPIKey) is not about the current one.
+func (k *keyHolder) judged(key string, rejected bool, status int) {
+	if key != k.current() {
+		return
+	}
 	if k.rejected.Swap(rejected) == rejected || !rejected {
 		return
 	}

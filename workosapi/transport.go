@@ -79,19 +79,20 @@ type answerTransport struct {
 
 func (t answerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// The current key, not the one the SDK client was built with (SetAPIKey).
+	key := t.key.current()
 	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+t.key.current())
+	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return resp, err
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
-		t.key.judged(true, code)
+		t.key.judged(key, true, code)
 	case code < 500 && code != http.StatusTooManyRequests:
 		// Any other answer below 500 passed the key check (a gateway's 5xx or a 429 may come
 		// before it).
-		t.key.judged(false, code)
+		t.key.judged(key, false, code)
 	}
 	h, ok := req.Context().Value(answerHintKey{}).(*answerHint)
 	if !ok {

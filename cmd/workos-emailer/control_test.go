@@ -196,3 +196,43 @@ func TestControlSocketTwoInstancesOnOneHost(t *testing.T) {
 		t.Errorf("status against another instance's admin listener: %q", errOut)
 	}
 }
+
+// An admin.socket two instances share is never taken over, and a command whose config names
+// another store than the answering daemon's is refused, not applied to the wrong store.
+func TestSharedControlSocketIsRefused(t *testing.T) {
+	daemonEnv(t)
+	_, wosURL, _, sesURL := fakes(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	a := runInstanceWith(t, wosURL, sesURL, "", "  socket: "+sock+"\n") // under admin:, the config's last section
+	second := daemonConfig(t, wosURL, sesURL, "")
+	appendTo(t, second, "  socket: "+sock+"\n")
+	code, _, stderr := cli(t, context.Background(), "run", "--config", second)
+	if code != exitFailure || !strings.Contains(stderr, "another process answers there") {
+		t.Fatalf("a second daemon on the same socket: exit %d:\n%s", code, stderr)
+	}
+	if d := a.statusJSON(t); d.Source != admin.SourceDaemon {
+		t.Errorf("the first daemon lost its socket: %+v", d)
+	}
+	// A config naming another store, with admin.socket at a's.
+	other := writeConfig(t, "mailer:\n  driver: log\nstore:\n  path: "+filepath.Join(t.TempDir(), "c.db")+"\nadmin:\n  listen: \"\"\n  socket: "+sock+"\n")
+	_, errOut := mustCLI(t, exitFailure, "status", "--config", other)
+	if !strings.Contains(errOut, "runs with the store ") || !strings.Contains(errOut, "another instance") {
+		t.Errorf("status for another store: %q", errOut)
+	}
+	_, errOut = mustCLI(t, exitUsage, "cursor", "set", "event_01ZZZ", "--config", other)
+	if !strings.Contains(errOut, "nothing was changed") {
+		t.Errorf("cursor set for another store: %q", errOut)
+	}
+}
+
+func appendTo(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}

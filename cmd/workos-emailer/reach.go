@@ -56,8 +56,13 @@ func readDoc(ctx context.Context, cfg *config.Config, path string, doc sourced, 
 	socket := cfg.ControlSocket()
 	actx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
-	err = admin.NewClient(socket).Get(actx, path, doc)
+	err = admin.NewClient(socket, "").Get(actx, path, doc)
 	if err == nil {
+		if _, answered := doc.Origin(); answered != "" {
+			if err := sameStore(cfg, answered, "the control socket "+socket); err != nil {
+				return "", "", err
+			}
+		}
 		return "daemon (control socket " + socket + ")", "", nil
 	}
 	if !errors.Is(err, admin.ErrNoDaemon) {
@@ -103,7 +108,7 @@ func sameStore(cfg *config.Config, answered, where string) error {
 	}
 	if answered != mine {
 		return fmt.Errorf("the daemon at %s runs with the store %s, but this configuration names %s (store.path): "+
-			"it is another instance; use --config of the instance you mean, or fix admin.listen", where, answered, mine)
+			"it is another instance; use --config of the instance you mean, or fix admin.listen and admin.socket", where, answered, mine)
 	}
 	return nil
 }
@@ -114,7 +119,11 @@ func sameStore(cfg *config.Config, answered, where string) error {
 func changeThroughDaemon(ctx context.Context, cfg *config.Config, path string, body, answer any) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, changeTimeout)
 	defer cancel()
-	err := admin.NewClient(cfg.ControlSocket()).Post(ctx, path, body, answer)
+	mine, err := filepath.Abs(cfg.Store.Path)
+	if err != nil {
+		return false, err
+	}
+	err = admin.NewClient(cfg.ControlSocket(), mine).Post(ctx, path, body, answer)
 	var refused *admin.RefusedError
 	switch {
 	case err == nil:

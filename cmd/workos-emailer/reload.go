@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/signal"
 	"strconv"
@@ -27,8 +26,9 @@ import (
 // A reload (SIGHUP, `systemctl reload`) reads the configuration again, files holding secrets
 // included, and validates all of it as a start would, templates tried. Only then does it apply
 // what can change while the daemon runs: templates, brand, links, organizations' locales and
-// senders, enabled kinds, log level, the WorkOS API key and budget, and the send rate. The worker
-// takes its part between events (worker.Reload). Anything invalid keeps the running configuration:
+// senders, enabled kinds, log level, the WorkOS API key and budget, and the send rate. Each try
+// of an email that starts after it uses the new settings (worker.Reload); tries in flight finish
+// with the old ones. Anything invalid keeps the running configuration:
 // the log says why, and status and the metrics show it. Settings that only a restart changes (the
 // store, the listeners, the mail driver and its connection, delivery) are named in the log.
 
@@ -48,9 +48,6 @@ type reloader struct {
 	last atomic.Pointer[admin.Reload]
 	hup  chan os.Signal
 }
-
-// reloadTimeout bounds how long a reload waits for the sends in flight to finish.
-const reloadTimeout = 2 * time.Minute
 
 // catch takes SIGHUP from now on, so one that arrives while the daemon starts waits for watch
 // instead of ending the process (SIGHUP's default); stop lets go of it.
@@ -81,10 +78,14 @@ func (r *reloader) watch(ctx context.Context) (done <-chan struct{}) {
 func (r *reloader) reload(ctx context.Context) {
 	// systemd waits for READY=1 after RELOADING=1, so `systemctl reload` returns when it is done.
 	sdNotify(r.log, daemon.SdNotifyReloading+"\nMONOTONIC_USEC="+strconv.FormatInt(monotonicUsec(), 10))
-	defer sdNotify(r.log, daemon.SdNotifyReady)
 	r.log.Info("reloading the configuration (SIGHUP)")
 	restartOnly, err := r.apply(ctx)
 	at := time.Now()
+	if ctx.Err() != nil {
+		r.log.Info("reload abandoned: shutting down") // STOPPING=1 was sent: no READY=1 now
+		return
+	}
+	defer sdNotify(r.log, daemon.SdNotifyReady)
 	if err != nil {
 		r.last.Store(&admin.Reload{At: at, Error: err.Error()})
 		r.metrics.Reloaded(false)
@@ -123,23 +124,21 @@ func (r *reloader) apply(ctx context.Context) ([]string, error) {
 			return nil, err
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
-	defer cancel()
-	err = r.worker.Reload(rctx, worker.Settings{Renderer: templates, Kinds: cfg.Events.Enabled, Links: cfg.LinkTemplates(),
+	r.worker.Reload(worker.Settings{Renderer: templates, Kinds: cfg.Events.Enabled, Links: cfg.LinkTemplates(),
 		AppURL: cfg.Links.AppURL, UserLocaleKey: cfg.Templates.UserLocaleKey})
-	if err != nil {
-		return nil, fmt.Errorf("applying templates and kinds: %w", err)
-	}
 	if cfg.WorkOS.APIKey != r.running.WorkOS.APIKey {
 		r.wos.SetAPIKey(cfg.WorkOS.APIKey)
 		r.log.Info("WorkOS API key replaced", zap.String("key", workosapi.KeyName(cfg.WorkOS.APIKey)))
 	}
 	r.budget.SetMax(cfg.WorkOS.MaxRequestsPerSecond)
 	if r.limiter != nil {
-		if cfg.Mailer.Driver == "smtp" {
-			r.limiter.SetRate(cfg.Mailer.SMTP.MaxSendRate)
-		} else {
-			r.limiter.SetRate(cfg.Mailer.SES.MaxSendRate)
+		switch r.running.Mailer.Driver {
+		case "ses":
+			r.limiter.SetRate(cfg.Mailer.SES.MaxSendRate) // 0: the account's quota again
+		case "smtp":
+			if cfg.Mailer.SMTP.MaxSendRate > 0 { // 0 (unpaced) needs a restart: restartOnlyChanges
+				r.limiter.SetRate(cfg.Mailer.SMTP.MaxSendRate)
+			}
 		}
 	}
 	r.level.SetLevel(cfg.LogLevel())
@@ -148,13 +147,17 @@ func (r *reloader) apply(ctx context.Context) ([]string, error) {
 }
 
 // restartOnlyChanges names the sections whose settings differ and that a reload does not apply.
-// paced says whether the daemon paces its sends: then the send rate is applied.
+// paced says whether the daemon paces its sends: then the send rate is applied, except SMTP's
+// to or from 0 (unpaced), which makes or drops the limiter.
 func restartOnlyChanges(old, cur *config.Config, paced bool) []string {
 	strip := func(c *config.Config) config.Config {
 		s := *c
 		s.WorkOS.APIKey, s.WorkOS.APIKeyFile, s.WorkOS.MaxRequestsPerSecond = "", "", 0
-		if paced {
-			s.Mailer.SES.MaxSendRate, s.Mailer.SMTP.MaxSendRate = 0, 0
+		if paced && old.Mailer.Driver == cur.Mailer.Driver {
+			s.Mailer.SES.MaxSendRate = 0
+			if old.Mailer.SMTP.MaxSendRate > 0 && cur.Mailer.SMTP.MaxSendRate > 0 {
+				s.Mailer.SMTP.MaxSendRate = 0
+			}
 		}
 		return s
 	}
@@ -167,6 +170,8 @@ func restartOnlyChanges(old, cur *config.Config, paced bool) []string {
 		{"workos", a.WorkOS, b.WorkOS}, {"store", a.Store, b.Store}, {"mailer", a.Mailer, b.Mailer},
 		{"delivery", a.Delivery, b.Delivery}, {"admin", a.Admin, b.Admin}, {"api", a.API, b.API},
 		{"log.format", a.Log.Format, b.Log.Format},
+		// SES holds the credentials it was built with.
+		{"AWS credentials", old.AWSCredentials(), cur.AWSCredentials()},
 	} {
 		ja, _ := json.Marshal(s.a)
 		jb, _ := json.Marshal(s.b)

@@ -297,7 +297,7 @@ func checkSESSenders(ctx context.Context, cfg *config.Config, ses *mailer.SES, l
 	}
 	check, err := ses.CheckSenders(ctx, froms...)
 	if err != nil {
-		return fmt.Errorf("checking the sender with SES at start: %w", err)
+		return fmt.Errorf("checking the senders with SES: %w", err)
 	}
 	for _, w := range append(check.Warnings, check.Unchecked...) {
 		log.Warn("SES sender check: " + w)

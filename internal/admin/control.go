@@ -190,8 +190,15 @@ func (c *Control) resetCursor(r *http.Request) (any, error) {
 		zap.Time("since", req.Since))
 }
 
+// changeWait bounds how long a cursor change waits for the sends in flight: below the
+// client's patience (cmd/workos-emailer: 2 min) and the socket's write timeout, so the answer
+// always arrives.
+const changeWait = 90 * time.Second
+
 // moveCursor applies a cursor change between two terms of the pipeline.
 func (c *Control) moveCursor(ctx context.Context, what string, move func() error, field zap.Field) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, changeWait)
+	defer cancel()
 	var before string
 	err := c.Worker.Interrupt(ctx, func() error {
 		pos, err := c.Store.Position()
@@ -218,6 +225,10 @@ func (c *Control) post(handle func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, errorAnswer{"method not allowed"})
 			return
 		}
+		if err := c.sameStore(r); err != nil {
+			writeJSON(w, http.StatusUnprocessableEntity, errorAnswer{err.Error()})
+			return
+		}
 		doc, err := handle(r)
 		var ref refused
 		switch {
@@ -232,6 +243,18 @@ func (c *Control) post(handle func(*http.Request) (any, error)) http.Handler {
 			writeJSON(w, http.StatusOK, doc)
 		}
 	})
+}
+
+// StoreHeader names, on a request to the control socket, the store the asking command means;
+// the daemon refuses a change for another store than its own.
+const StoreHeader = "Workos-Emailer-Store"
+
+func (c *Control) sameStore(r *http.Request) error {
+	if want := r.Header.Get(StoreHeader); want != "" && want != absPath(c.Store.Path()) {
+		return fmt.Errorf("this daemon runs with the store %s, not %s: nothing was changed; is admin.socket shared by two "+
+			"instances?", absPath(c.Store.Path()), want)
+	}
+	return nil
 }
 
 func decodeBody(r *http.Request, v any) error {
@@ -257,6 +280,13 @@ func ListenControl(path string, routes map[string]http.Handler, log *zap.Logger)
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("control socket %s: a file that is not a socket is in the way; move it or set admin.socket", path)
 		}
+		// Our store's lock makes a socket left by another daemon of this store stale, but an
+		// admin.socket two instances share is not: never take over one that answers.
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another process answers there (another instance with the same "+
+				"admin.socket?); give each instance its own", path)
+		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("control socket %s: removing the stale socket: %w", path, err)
 		}
@@ -267,18 +297,22 @@ func ListenControl(path string, routes map[string]http.Handler, log *zap.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: cannot listen: %w (set admin.socket to a writable path)", path, err)
 	}
-	return serve("control socket", ln, routes, log), nil
+	// A cursor change waits up to changeWait for the sends in flight; its answer comes after.
+	return serve("control socket", ln, routes, changeWait+30*time.Second, log), nil
 }
 
 // Client asks a running daemon through its control socket.
 type Client struct {
 	Socket string
-	http   *http.Client
+	// Store, when set, is the store the caller means (StoreHeader): the daemon refuses a change
+	// for another.
+	Store string
+	http  *http.Client
 }
 
-// NewClient is a client of the control socket at path.
-func NewClient(path string) *Client {
-	return &Client{Socket: path, http: &http.Client{Transport: &http.Transport{
+// NewClient is a client of the control socket at path, for the store at store ("": any).
+func NewClient(path, store string) *Client {
+	return &Client{Socket: path, Store: store, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -320,6 +354,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, answe
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Store != "" {
+		req.Header.Set(StoreHeader, c.Store)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -35,11 +35,12 @@ func Listen(key, addr string, routes map[string]http.Handler, log *zap.Logger) (
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: cannot listen: %w", key, addr, err)
 	}
-	return serve(strings.TrimSuffix(key, ".listen"), ln, routes, log), nil
+	return serve(strings.TrimSuffix(key, ".listen"), ln, routes, 30*time.Second, log), nil
 }
 
-// serve serves routes on ln until Shutdown; name names the listener in logs.
-func serve(name string, ln net.Listener, routes map[string]http.Handler, log *zap.Logger) *Server {
+// serve serves routes on ln until Shutdown; name names the listener in logs, writeTimeout bounds
+// an answer.
+func serve(name string, ln net.Listener, routes map[string]http.Handler, writeTimeout time.Duration, log *zap.Logger) *Server {
 	mux := http.NewServeMux()
 	for _, path := range slices.Sorted(maps.Keys(routes)) {
 		mux.Handle(path, routes[path])
@@ -50,10 +51,9 @@ func serve(name string, ln net.Listener, routes map[string]http.Handler, log *za
 			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
-			// A cursor change waits for the sends in flight to finish.
-			WriteTimeout: 2 * time.Minute,
-			IdleTimeout:  time.Minute,
-			ErrorLog:     zap.NewStdLog(log.Named(name)),
+			WriteTimeout:      writeTimeout,
+			IdleTimeout:       time.Minute,
+			ErrorLog:          zap.NewStdLog(log.Named(name)),
 		},
 		done: make(chan struct{}),
 	}

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +91,13 @@ func (c *Config) resolveSecrets() error {
 		}
 	}
 	if len(found) > 0 {
+		for _, a := range awsSecrets {
+			if os.Getenv(a.env) != "" {
+				// The static credentials built from the files would override it unseen.
+				return Error{Err: fmt.Errorf("%s is set directly while other AWS credentials come from files or credentials: "+
+					"give all of them the same way", a.env)}
+			}
+		}
 		if found["AWS_ACCESS_KEY_ID"] == "" || found["AWS_SECRET_ACCESS_KEY"] == "" {
 			return Error{Err: fmt.Errorf("AWS credentials from files need both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY " +
 				"(as *_FILE variables or systemd credentials aws_access_key_id and aws_secret_access_key)")}
@@ -104,13 +113,25 @@ type AWSCredentials struct {
 	AccessKeyID, SecretAccessKey, SessionToken string
 }
 
-// readSecret reads a secret file: its content less the trailing line break editors add.
+// readSecret reads a secret file: its content less the white space and byte order mark editors
+// add around it (no secret here begins or ends with a space).
 func readSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", err // names the path, not the content
+		cause := err
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			cause = pe.Err // the path is named below, or on purpose not
+		}
+		if !strings.Contains(path, "/") {
+			// Perhaps the secret itself, put where its file's path belongs: echoing it would
+			// log the secret.
+			return "", fmt.Errorf("cannot read the file it names (%w); it must be the path of a file holding the secret, "+
+				"not the secret", cause)
+		}
+		return "", fmt.Errorf("cannot read %s: %w", path, cause)
 	}
-	v := strings.TrimRight(string(b), "\r\n")
+	v := strings.TrimSpace(strings.TrimPrefix(string(b), "\uFEFF"))
 	if v == "" {
 		return "", fmt.Errorf("%s is empty", path)
 	}

@@ -44,7 +44,7 @@ func TestSecretsFromFilesAndCredentials(t *testing.T) {
 		setup func(t *testing.T, dir string)
 	}{
 		{"files", func(t *testing.T, dir string) {
-			t.Setenv("WORKOS_API_KEY_FILE", writeFile(t, dir, "key", secretKey+"\n"))
+			t.Setenv("WORKOS_API_KEY_FILE", writeFile(t, dir, "key", "\uFEFF"+secretKey+" \n"))
 			t.Setenv("WORKOS_EMAILER_API_TOKEN_FILE", writeFile(t, dir, "token", secretToken))
 			t.Setenv("WORKOS_EMAILER_MAILER_SMTP_PASSWORD_FILE", writeFile(t, dir, "pw", secretPass+"\r\n"))
 			t.Setenv("AWS_ACCESS_KEY_ID_FILE", writeFile(t, dir, "akid", "AKIDFILE\n"))
@@ -95,7 +95,9 @@ func TestSecretFileErrorsNameTheKeyNotTheSecret(t *testing.T) {
 		want string
 	}{
 		{"both", map[string]string{"WORKOS_API_KEY": secretKey, "WORKOS_API_KEY_FILE": "@key"}, "workos.api_key_file: set workos.api_key (WORKOS_API_KEY) or workos.api_key_file, not both"},
-		{"missing", map[string]string{"WORKOS_API_KEY_FILE": "/nonexistent/workos-key"}, "workos.api_key_file: open /nonexistent/workos-key: no such file"},
+		{"missing", map[string]string{"WORKOS_API_KEY_FILE": "/nonexistent/workos-key"}, "workos.api_key_file: cannot read /nonexistent/workos-key: no such file"},
+		{"the secret in the file variable", map[string]string{"WORKOS_API_KEY_FILE": secretKey}, "workos.api_key_file: cannot read the file it names (no such file or directory); it must be the path"},
+		{"AWS mixed", map[string]string{"AWS_ACCESS_KEY_ID_FILE": "@key", "AWS_SECRET_ACCESS_KEY_FILE": "@key", "AWS_SESSION_TOKEN": secretPass}, "AWS_SESSION_TOKEN is set directly"},
 		{"empty", map[string]string{"WORKOS_EMAILER_API_TOKEN_FILE": "@empty"}, "api.token_file: "},
 		{"half of AWS", map[string]string{"AWS_ACCESS_KEY_ID_FILE": "@key"}, "need both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"},
 		{"AWS both", map[string]string{"AWS_SECRET_ACCESS_KEY": secretPass, "AWS_SECRET_ACCESS_KEY_FILE": "@key"}, "set AWS_SECRET_ACCESS_KEY or AWS_SECRET_ACCESS_KEY_FILE, not both"},
