@@ -215,6 +215,16 @@ func Open(path string, opts Options) (s *Store, err error) {
 			_ = db.Close()
 			return nil, err
 		}
+		// The address hash key, for trace: a store read-only has it unless it was never opened
+		// to write.
+		_ = db.View(func(tx *bolt.Tx) error {
+			if meta := tx.Bucket(bucketMeta); meta != nil {
+				if v := meta.Get(keyAddressSecret); len(v) == 32 {
+					s.addressSecret = bytes.Clone(v)
+				}
+			}
+			return nil
+		})
 		return s, nil
 	}
 	err = db.Update(func(tx *bolt.Tx) error {

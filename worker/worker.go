@@ -4,10 +4,10 @@
 package worker
 
 import (
-	"sync"
 	"context"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"text/template"
 	"time"

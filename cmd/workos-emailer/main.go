@@ -89,9 +89,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newRenderCmd(&g, stdout, stderr),
 		newVersionCmd(stdout),
 	)
-	// One file each: status.go, cursor.go, dead.go, sendtest.go (send test, send magic-link).
+	// One file each: status.go, cursor.go, dead.go, sendtest.go (send test, send magic-link), trace.go.
 	root.AddCommand(newStatusCmd(load, stdout, stderr), newCursorCmd(load, stdout, stderr), newDeadCmd(load, stdout, stderr),
-		newSendCmd(load, stdout, stderr))
+		newSendCmd(load, stdout, stderr), newTraceCmd(load, stdout, stderr))
 	return root
 }
 

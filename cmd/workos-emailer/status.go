@@ -166,7 +166,11 @@ func printStatus(w io.Writer, d admin.Status, from string) error {
 	if l := d.Live; l != nil && l.SESFeedbackQueue != nil {
 		q := l.SESFeedbackQueue
 		if q.OK {
-			fmt.Fprintf(tw, "SES feedback\treading the queue (last answer %s)\n", human(q.LastOKAt, d.GeneratedAt))
+			last := "none yet: a long poll answers within 20 s"
+			if q.LastOKAt != nil {
+				last = human(q.LastOKAt, d.GeneratedAt)
+			}
+			fmt.Fprintf(tw, "SES feedback\treading the queue (last answer %s)\n", last)
 		} else {
 			fmt.Fprintf(tw, "SES feedback\tQUEUE NOT READABLE: %s\n", admin.OneLine(q.Error, 200))
 		}

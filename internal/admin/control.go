@@ -36,6 +36,7 @@ import (
 // ControlStore is what the control socket changes in the store; *store.Store has it.
 type ControlStore interface {
 	Store
+	Tracer
 	Position() (store.Position, error)
 	SetCursor(eventID string, now time.Time) error
 	ResetCursor(since time.Time) error
@@ -112,6 +113,7 @@ func (c *Control) Routes() map[string]http.Handler {
 		"/dead/retry":   c.post(c.retry),
 		"/cursor/set":   c.post(c.setCursor),
 		"/cursor/reset": c.post(c.resetCursor),
+		"/trace":        TraceHandler(c.Store),
 	}
 }
 
