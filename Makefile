@@ -41,6 +41,7 @@ fuzz:
 	$(GO) test ./mailer -run '^$$' -fuzz '^FuzzRenderEscapes$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./sendapi -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZ_TIME)
 	$(GO) test ./internal/sealed -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZ_TIME)
+	$(GO) test ./sesfeedback -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZ_TIME)
 
 # The tests' JSON goes through cmd/testreport, which prints what go test prints and ends with a
 # line naming every skipped test and why; go test's own exit status is kept.
