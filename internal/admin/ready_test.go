@@ -25,10 +25,12 @@ func TestReadinessReasons(t *testing.T) {
 	r.LastPoll = func() time.Time { return now.Add(-45 * time.Second) }
 	r.PauseReason = func() string { return "AWS credentials cannot be resolved" }
 	r.KeyRejected = func() bool { return true }
+	r.Feedback = func() string { return "receiving from the SES feedback queue failed: access denied" }
 	r.Stopping()
 	got := strings.Join(r.NotReady(), "; ")
 	want := "shutting down; store is not readable; last successful poll of WorkOS events 45s ago (limit 30s); " +
-		"WorkOS rejects the API key (WORKOS_API_KEY, sk_live_...): set a valid one; sending is paused: AWS credentials cannot be resolved"
+		"WorkOS rejects the API key (WORKOS_API_KEY, sk_live_...): set a valid one; sending is paused: AWS credentials cannot be resolved; " +
+		"receiving from the SES feedback queue failed: access denied"
 	if got != want {
 		t.Errorf("reasons\n got %q\nwant %q", got, want)
 	}
