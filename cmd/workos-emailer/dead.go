@@ -44,21 +44,9 @@ func newDeadListCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var doc admin.Dead
-			from, note, err := readDoc(cmd.Context(), cfg, "/dead", &doc, func(st *store.Store) error {
-				doc, err = admin.BuildDead(st, time.Now(), admin.SourceStore)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if note != "" && doc.Source == admin.SourceStore {
-				fmt.Fprintln(stderr, "note:", note)
-			}
-			if asJSON {
-				return writeJSON(stdout, doc)
-			}
-			return printDead(stdout, doc, from)
+			return show(cmd.Context(), cfg, "/dead", func(st *store.Store) (admin.Dead, error) {
+				return admin.BuildDead(st, time.Now(), admin.SourceStore)
+			}, asJSON, stdout, stderr, printDead)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (keys listed above)")

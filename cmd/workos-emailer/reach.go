@@ -209,3 +209,28 @@ func openStoreForWrite(cfg *config.Config, command string) (*store.Store, error)
 	}
 	return st, err
 }
+
+// show reads a document (readDoc: the daemon, else the store file through build) and prints it:
+// as JSON with asJSON, else with print. Why the store file was read goes to stderr.
+func show[D any, P interface {
+	*D
+	sourced
+}](ctx context.Context, cfg *config.Config, path string, build func(*store.Store) (D, error), asJSON bool,
+	stdout, stderr io.Writer, print func(io.Writer, D, string) error) error {
+	var doc D
+	from, note, err := readDoc(ctx, cfg, path, P(&doc), func(st *store.Store) error {
+		var err error
+		doc, err = build(st)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if source, _ := P(&doc).Origin(); note != "" && source == admin.SourceStore {
+		fmt.Fprintln(stderr, "note:", note)
+	}
+	if asJSON {
+		return writeJSON(stdout, doc)
+	}
+	return print(stdout, doc, from)
+}

@@ -46,22 +46,9 @@ func newTraceCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			email := strings.TrimSpace(args[0])
-			var doc admin.Trace
-			from, note, err := readDoc(cmd.Context(), cfg, "/trace?"+url.Values{"email": {email}}.Encode(), &doc,
-				func(st *store.Store) error {
-					doc, err = admin.BuildTrace(st, email, time.Now(), admin.SourceStore)
-					return err
-				})
-			if err != nil {
-				return err
-			}
-			if note != "" && doc.Source == admin.SourceStore {
-				fmt.Fprintln(stderr, "note:", note)
-			}
-			if asJSON {
-				return writeJSON(stdout, doc)
-			}
-			return printTrace(stdout, doc, from)
+			return show(cmd.Context(), cfg, "/trace?"+url.Values{"email": {email}}.Encode(), func(st *store.Store) (admin.Trace, error) {
+				return admin.BuildTrace(st, email, time.Now(), admin.SourceStore)
+			}, asJSON, stdout, stderr, printTrace)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object (keys listed above)")
