@@ -69,6 +69,9 @@ func report(in io.Reader, out io.Writer) (failed bool, err error) {
 		case "fail":
 			failed = true
 			for _, l := range outputs[key] {
+				if e.Test == "" && (l == "FAIL\n" || strings.HasPrefix(l, "FAIL\t")) {
+					continue // go test's own summary: printed once below
+				}
 				fmt.Fprint(out, l)
 			}
 			if e.Test == "" {

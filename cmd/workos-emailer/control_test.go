@@ -189,7 +189,8 @@ func TestControlSocketTwoInstancesOnOneHost(t *testing.T) {
 		}
 	}
 	// A third config names a store no daemon holds, with admin.listen at instance b.
-	bAdmin := adminAddrFromLog(b.stderr.String())
+	var bAdmin string
+	eventually(t, "b's admin listener", func() bool { bAdmin = adminAddrFromLog(b.stderr.String()); return bAdmin != "" })
 	other := writeConfig(t, "mailer:\n  driver: log\nstore:\n  path: "+filepath.Join(t.TempDir(), "c.db")+"\nadmin:\n  listen: "+bAdmin+"\n")
 	_, errOut := mustCLI(t, exitFailure, "status", "--config", other)
 	if !strings.Contains(errOut, "runs with the store "+b.store) || !strings.Contains(errOut, "another instance") {

@@ -26,7 +26,11 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	}
 	write(subject, "Sign-in code, first templates")
 	in := runInstanceWith(t, wosURL, sesURL, "127.0.0.1:0", "templates:\n  dir: "+dir+"\n")
-	adminURL := "http://" + adminAddrFromLog(in.stderr.String())
+	var adminURL string
+	eventually(t, "the admin listener", func() bool {
+		adminURL = "http://" + adminAddrFromLog(in.stderr.String())
+		return adminURL != "http://"
+	})
 	subjectTo := func(addr string) string {
 		for _, m := range ses.Messages() {
 			if m.To[0] == addr {
