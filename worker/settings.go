@@ -46,3 +46,6 @@ func (w *Worker) cur() *settings { return w.settings.Load() }
 func (w *Worker) Reload(s Settings) {
 	w.settings.Store(newSettings(s))
 }
+
+// Kinds are the kinds enabled now.
+func (w *Worker) Kinds() []string { return append([]string(nil), w.cur().Kinds...) }

@@ -157,7 +157,7 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 	st := lockStore(t, db)
 	lastPoll := time.Now().Add(-2 * time.Second)
 	mux := http.NewServeMux()
-	mux.Handle("/status", admin.StatusHandler(st, kinds.Defaults(), func() admin.Live {
+	mux.Handle("/status", admin.StatusHandler(st, kinds.Defaults, func() admin.Live {
 		return admin.Live{LastPoll: lastPoll, SESQuota: &admin.SESQuota{MaxSendRate: 14, Max24HourSend: 50000, SentLast24Hours: 3}}
 	}))
 	mux.Handle("/dead", admin.DeadHandler(st))
@@ -211,7 +211,7 @@ func TestReadersAskTheDaemonWhileItHoldsTheStore(t *testing.T) {
 func TestStatusAndDeadHandlers(t *testing.T) {
 	opsSetup(t)
 	st := lockStore(t, opsStore(t))
-	srv := httptest.NewServer(admin.StatusHandler(st, kinds.Defaults(), nil))
+	srv := httptest.NewServer(admin.StatusHandler(st, kinds.Defaults, nil))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {

@@ -160,7 +160,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 	defer stopAPI()
 	// What `status` and `dead list` ask a running daemon, which holds the store's lock: on the
 	// admin listener and the control socket, which also takes the operator's changes.
-	status := admin.StatusHandler(st, cfg.Events.Enabled, func() admin.Live {
+	status := admin.StatusHandler(st, w.Kinds, func() admin.Live {
 		live := admin.Live{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
 			KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
 		b := budget.Status()

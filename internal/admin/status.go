@@ -362,15 +362,16 @@ func BuildDead(st Store, now time.Time, source string) (Dead, error) {
 	return doc, nil
 }
 
-// StatusHandler serves GET /status: the Status of the running daemon. live may be nil.
-func StatusHandler(st Store, enabled []string, live func() Live) http.Handler {
+// StatusHandler serves GET /status: the Status of the running daemon, with the kinds enabled now
+// (a reload changes them). live may be nil.
+func StatusHandler(st Store, enabled func() []string, live func() Live) http.Handler {
 	return jsonHandler(func() (any, error) {
 		var l *Live
 		if live != nil {
 			info := live()
 			l = &info
 		}
-		return BuildStatus(st, enabled, time.Now(), SourceDaemon, l)
+		return BuildStatus(st, enabled(), time.Now(), SourceDaemon, l)
 	})
 }
 
