@@ -401,6 +401,25 @@ func TestSampleConfigIsValid(t *testing.T) {
 		t.Errorf("the sample's smtp %+v, api listen %q, list_unsubscribe %q, organizations %v differ from the defaults %+v",
 			cfg.Mailer.SMTP, cfg.API.Listen, cfg.Mailer.ListUnsubscribe, cfg.Organizations, defaults.Mailer.SMTP)
 	}
+	if cfg.Admin != defaults.Admin || cfg.Mailer.SES.FeedbackQueueURL != "" || cfg.WorkOS.APIKeyFile != "" {
+		t.Errorf("the sample's admin %+v, feedback queue %q or API key file %q differ from the defaults", cfg.Admin,
+			cfg.Mailer.SES.FeedbackQueueURL, cfg.WorkOS.APIKeyFile)
+	}
+	// The keys the sample shows commented out are keys: uncommented, none is unknown.
+	raw, err := os.ReadFile(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(raw)
+	for _, key := range []string{"api_key_file", "feedback_queue_url", "previous_token_file", "socket"} {
+		if !strings.Contains(text, "# "+key+": ") && !strings.Contains(text, "  "+key+": ") {
+			t.Errorf("the sample does not show %s", key)
+		}
+		text = strings.ReplaceAll(text, "# "+key+": ", key+": ")
+	}
+	if _, err := config.Load(writeConfig(t, text), true); err != nil && strings.Contains(err.Error(), "invalid keys") {
+		t.Errorf("the sample's commented keys are not all keys: %v", err)
+	}
 	if cfg.WorkOS.MaxRequestsPerSecond != defaults.WorkOS.MaxRequestsPerSecond || cfg.WorkOS.MaxRequestsPerSecond != 50 ||
 		!slices.Equal(cfg.Events.Enabled, defaults.Events.Enabled) || cfg.Templates.DefaultLocale != defaults.Templates.DefaultLocale {
 		t.Errorf("the sample's budget %v, kinds %v and default locale %q differ from the defaults %v, %v, %q",

@@ -69,12 +69,19 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write(in.cfg, strings.Replace(string(cfg), "poll_interval: 50ms", "poll_interval: 60ms", 1))
+	write(in.cfg, strings.Replace(string(cfg), "poll_interval: 50ms", "poll_interval: 60ms\n  max_requests_per_second: 20", 1)+
+		"log:\n  level: debug\n")
 	if r := reload(); !r.OK || strings.Join(r.RestartNeeded, ",") != "workos" {
 		t.Fatalf("valid reload: %+v, want ok with workos (poll_interval) named for a restart", r)
 	}
+	if b := in.statusJSON(t).Live.WorkOSBudget; b == nil || b.MaxPerSecond != 20 {
+		t.Errorf("the WorkOS budget after the reload: %+v, want 20/s", b)
+	}
 	if got := sendCode("b@customer.test"); got != "Sign-in code, reloaded" {
 		t.Errorf("after the reload: subject %q", got)
+	}
+	if !strings.Contains(in.stderr.String(), `"level":"debug"`) {
+		t.Error("log.level debug did not take effect with the reload")
 	}
 
 	write(subject, "Sign-in code {{if .Code}")
