@@ -141,8 +141,12 @@ func orTime(t, d time.Time) time.Time {
 	return t
 }
 
-// oneWord bounds text from the queue that ends up in logs and records.
+// oneWord bounds text from the queue that ends up in logs and records, and drops any that names
+// an address.
 func oneWord(s string) string {
+	if strings.Contains(s, "@") {
+		return "(withheld: it names an address)"
+	}
 	s = strings.Join(strings.Fields(s), " ")
 	if len(s) > 80 {
 		s = s[:80]

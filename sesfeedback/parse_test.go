@@ -50,6 +50,15 @@ func TestParseBothEnvelopes(t *testing.T) {
 	}
 }
 
+// SES's free text may name the recipient; it never leaves the parser.
+func TestParseWithholdsAddresses(t *testing.T) {
+	body := []byte(`{"eventType":"Reject","mail":{"messageId":"m1"},"reject":{"reason":"Bad content for jane@customer.test"}}`)
+	ev, err := Parse(body)
+	if err != nil || ev.Outcome != Rejected || strings.Contains(ev.Detail, "@") {
+		t.Errorf("%+v %v", ev, err)
+	}
+}
+
 func TestParseForeignMessages(t *testing.T) {
 	for _, body := range [][]byte{read(t, "foreign-s3.json"), read(t, "sns-subscription-confirmation.json"), []byte("not json"),
 		[]byte(`{"source":"aws.ec2","detail":{}}`), []byte(`{"Type":"Notification","Message":"{\"eventType\":\"Bounce\"}"}`), []byte(`null`)} {

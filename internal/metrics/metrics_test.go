@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"github.com/workos-emailer/workos-emailer/sesfeedback"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,6 +81,15 @@ func TestLabelsStayInFixedSets(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.workosRequests.WithLabelValues("other", "other")); got != 1 {
 		t.Errorf("an unknown endpoint and result counted as %v under other", got)
+	}
+	m.Feedback("magic_auth", sesfeedback.Bounced)
+	m.Feedback("magic_auth", sesfeedback.Bounced)
+	m.Feedback("user@example.com", "Open")
+	if got := testutil.ToFloat64(m.feedback.WithLabelValues("magic_auth", "bounced")); got != 2 {
+		t.Errorf("SES bounces of magic_auth counted as %v", got)
+	}
+	if got := testutil.ToFloat64(m.feedback.WithLabelValues("other", "other")); got != 1 {
+		t.Errorf("an unknown kind and outcome counted as %v under other", got)
 	}
 }
 
