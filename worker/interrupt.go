@@ -17,7 +17,7 @@ import (
 
 // ErrNotRunning means Run is not delivering (stopping, or stopped), so an interrupt cannot be
 // applied now. Before Run starts, Interrupt waits for it.
-var ErrNotRunning = errors.New("the daemon's event pipeline is not running (starting or stopping); try again in a moment")
+var ErrNotRunning = errors.New("the daemon's event pipeline is not running (it is stopping)")
 
 type interrupt struct {
 	change func() error
@@ -51,7 +51,7 @@ func (w *Worker) Interrupt(ctx context.Context, change func() error) error {
 		return err
 	case <-ctx.Done():
 		if in.state.CompareAndSwap(interruptPending, interruptAbandoned) {
-			return fmt.Errorf("waiting for the event pipeline to stop between events: %w; nothing was changed", ctx.Err())
+			return fmt.Errorf("waiting for the event pipeline to stop between events: %w", ctx.Err())
 		}
 		return <-in.done // already running: its outcome is the answer
 	}
