@@ -147,9 +147,7 @@ func unindexMessage(tx *bolt.Tx, key []byte, messageID string) error {
 // is false when no record has it (another sender's email, one pruned, or sent before schema 3).
 // A report already recorded changes nothing.
 func (s *Store) RecordFeedback(messageID string, r FeedbackReport) (eventID, kind string, found bool, err error) {
-	if len(r.Detail) > maxFeedbackText || strings.ContainsAny(r.Detail, "\r\n@") {
-		r.Detail = ""
-	}
+	r = CleanFeedbackDetail(r)
 	err = s.update(func(tx *bolt.Tx) error {
 		id := tx.Bucket(bucketMessages).Get([]byte(messageID))
 		if id == nil {
@@ -164,48 +162,9 @@ func (s *Store) RecordFeedback(messageID string, r FeedbackReport) (eventID, kin
 			return err
 		}
 		eventID, kind, found = d.EventID, d.Kind, true
-		f := Feedback{}
-		if d.Feedback != nil {
-			f = *d.Feedback
+		if changed, err := ApplyFeedback(&d, r); err != nil || !changed {
+			return err
 		}
-		at := r.At
-		if !StorableTime(at) || at.IsZero() {
-			at = time.Now()
-		}
-		changed := true
-		switch r.Outcome {
-		case "delivered":
-			changed = f.DeliveredAt.IsZero()
-			if changed {
-				f.DeliveredAt = at
-			}
-		case "bounced":
-			changed = f.BouncedAt.IsZero()
-			if changed {
-				f.BouncedAt, f.Bounce, f.BouncePermanent = at, r.Detail, r.Permanent
-			}
-		case "complaint":
-			changed = f.ComplainedAt.IsZero()
-			if changed {
-				f.ComplainedAt, f.Complaint = at, r.Detail
-			}
-		case "delayed":
-			changed = f.DelayedAt.IsZero()
-			if changed {
-				f.DelayedAt, f.Delay = at, r.Detail
-			}
-		case "rejected":
-			changed = f.RejectedAt.IsZero()
-			if changed {
-				f.RejectedAt, f.Reject = at, r.Detail
-			}
-		default:
-			return fmt.Errorf("unknown feedback outcome %q", r.Outcome)
-		}
-		if !changed {
-			return nil
-		}
-		d.Feedback = &f
 		return putDelivery(tx, d)
 	})
 	if err != nil {
@@ -259,11 +218,7 @@ type FeedbackCounts struct {
 // FeedbackStats counts SES's feedback over the emails sent in the 24 hours before now and over
 // the last recent sent, the windows SES judges an account's bounce and complaint rates by.
 func (s *Store) FeedbackStats(now time.Time, recent int) (day, last FeedbackCounts, err error) {
-	type sent struct {
-		at time.Time
-		f  *Feedback
-	}
-	var all []sent
+	var all []SentEmail
 	err = s.db.View(func(tx *bolt.Tx) error {
 		var rd recordDecoder
 		return tx.Bucket(bucketDeliveries).ForEach(func(k, v []byte) error {
@@ -274,8 +229,8 @@ func (s *Store) FeedbackStats(now time.Time, recent int) (day, last FeedbackCoun
 			if err != nil {
 				return err
 			}
-			if d.MessageID != "" && (d.State == Sent || d.State == Ambiguous) {
-				all = append(all, sent{d.UpdatedAt, d.Feedback})
+			if CountsForFeedback(d) {
+				all = append(all, SentEmail{d.UpdatedAt, d.Feedback})
 			}
 			return nil
 		})
@@ -283,35 +238,6 @@ func (s *Store) FeedbackStats(now time.Time, recent int) (day, last FeedbackCoun
 	if err != nil {
 		return day, last, fmt.Errorf("count SES feedback: %w", err)
 	}
-	slices.SortFunc(all, func(a, b sent) int { return b.at.Compare(a.at) })
-	add := func(c *FeedbackCounts, f *Feedback) {
-		c.Sent++
-		if f == nil {
-			return
-		}
-		c.Reported++
-		switch {
-		case !f.BouncedAt.IsZero() && f.BouncePermanent:
-			c.Bounced++
-		case !f.BouncedAt.IsZero():
-			c.TransientBounces++
-		}
-		for _, x := range []struct {
-			at time.Time
-			n  *int
-		}{{f.DeliveredAt, &c.Delivered}, {f.ComplainedAt, &c.Complained}, {f.DelayedAt, &c.Delayed}, {f.RejectedAt, &c.Rejected}} {
-			if !x.at.IsZero() {
-				*x.n++
-			}
-		}
-	}
-	for i, e := range all {
-		if !e.at.Before(now.Add(-24 * time.Hour)) {
-			add(&day, e.f)
-		}
-		if i < recent {
-			add(&last, e.f)
-		}
-	}
+	day, last = CountFeedback(all, now, recent)
 	return day, last, nil
 }

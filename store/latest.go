@@ -32,7 +32,7 @@ func supersedeKeyShape(key string) bool {
 // markLatest records d as the newest sent email of its SupersedeKey when it is newer than the
 // one recorded.
 func markLatest(tx *bolt.Tx, d Delivery) error {
-	if d.SupersedeKey == "" || d.State != Sent && d.State != Ambiguous {
+	if !MarksLatest(d) {
 		return nil
 	}
 	if !supersedeKeyShape(d.SupersedeKey) {
@@ -43,7 +43,7 @@ func markLatest(tx *bolt.Tx, d Delivery) error {
 		return nil // a file opened by an older build's layout; the key is kept from the next start on
 	}
 	k := []byte(d.SupersedeKey)
-	if id, at, ok := decodeLatest(b.Get(k)); ok && !(d.EventCreatedAt.After(at) || d.EventCreatedAt.Equal(at) && d.EventID > id) {
+	if id, at, ok := decodeLatest(b.Get(k)); ok && !NewerThanLatest(d, id, at) {
 		return nil
 	}
 	v := binary.BigEndian.AppendUint64(nil, uint64(d.EventCreatedAt.UnixMilli()))

@@ -330,10 +330,7 @@ func whyNotRetryable(d Delivery) string {
 // queueRetry turns d into a pending record on the retry queue. A record that was ambiguous keeps
 // MaybeDuplicate, so that if the retry sends, the record says the recipient may have two copies.
 func queueRetry(tx *bolt.Tx, d Delivery, now time.Time) error {
-	wasAmbiguous := d.State == Ambiguous
-	d.State, d.Reason, d.Attempts, d.MessageID = Pending, RetryReason, 0, ""
-	d.MaybeDuplicate = wasAmbiguous
-	d.UpdatedAt = now
+	d = QueueRetry(d, now)
 	if err := putDelivery(tx, d); err != nil {
 		return err
 	}

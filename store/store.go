@@ -690,15 +690,11 @@ func holdOnce(tx *bolt.Tx, d Delivery) error {
 	}
 	once, k, id := tx.Bucket(bucketOnce), []byte(d.OnceKey), []byte(d.EventID)
 	holder := once.Get(k)
-	switch d.State {
-	case Sending, Sent, Ambiguous:
-		if holder == nil {
-			return once.Put(k, id)
-		}
-	case Skipped, Dead:
-		if bytes.Equal(holder, id) {
-			return once.Delete(k)
-		}
+	switch take, release := HoldsOnce(d.State); {
+	case take && holder == nil:
+		return once.Put(k, id)
+	case release && bytes.Equal(holder, id):
+		return once.Delete(k)
 	}
 	return nil
 }
