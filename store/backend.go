@@ -54,6 +54,20 @@ type Backend interface {
 
 var _ Backend = (*Store)(nil)
 
+// Lease is who leads a store several daemons share (the PostgreSQL store's lease row): Holder
+// ("" when nobody does), its epoch, and when its lease ends by the database's clock.
+type Lease struct {
+	Holder    string    `json:"holder"`
+	Epoch     int64     `json:"epoch"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Live      bool      `json:"live"`
+}
+
+// LeaseReader is a store whose lease can be read; the bbolt store has none.
+type LeaseReader interface {
+	Lease() (Lease, error)
+}
+
 // ErrFenced means a write was refused because this daemon no longer leads (a multi-instance
 // backend: another daemon took over, or an operator's cursor change ended the term). Nothing of
 // the refused transaction was written. The worker ends its term and waits to lead again.

@@ -272,11 +272,21 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 		w.releasePermit()
 		return d.end(store.Skipped, ReasonExpired, "expired at "+obj.ExpiresAt.UTC().Format(time.RFC3339)+" before it could be sent"), nil
 	}
+	if !w.mayStartSend() { // leader.go: no send starts once another daemon may lead
+		w.releasePermit()
+		return result{}, errNotTrusted
+	}
 	d.sending(now)
 	if err := w.store.Save(d.rec, "", now); err != nil {
 		return result{}, err
 	}
 	failpoint.Hit("before-send")
+	if !w.mayStartSend() {
+		// Claimed but not sent: the next leader finds it sending and holds it as ambiguous (or
+		// resends it, flagged): never sent twice, at worst held though it was never sent.
+		w.releasePermit()
+		return result{}, errNotTrusted
+	}
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.
 	sendStart := time.Now()
 	msgID, err := w.sender.Send(context.WithoutCancel(ctx), m)

@@ -102,6 +102,9 @@ type Options struct {
 	// Sealer keeps requested emails unreadable in the store (request.go); nil: the worker
 	// takes no requests.
 	Sealer Sealer
+	// Leadership, for a store several daemons share, makes Run deliver only in the terms it
+	// leads (leader.go); nil: this daemon always leads (the bbolt store's file lock).
+	Leadership Leadership
 }
 
 func (o *Options) setDefaults() {
@@ -166,6 +169,7 @@ type Worker struct {
 	interrupts chan *interrupt
 	stopped    chan struct{}
 	stopOnce   sync.Once
+	lead       leadership // leader.go
 }
 
 // New wires a worker.
@@ -212,6 +216,14 @@ var errStopped = errors.New("stopped")
 // recorded. It returns an error only when the store fails. dispatch.go has the pipeline.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.stopOnce.Do(func() { close(w.stopped) }) // Interrupt fails fast from now on
+	if w.opts.Leadership != nil {
+		return w.runTerms(ctx) // leader.go: runTerm in each term this daemon leads
+	}
+	return w.runTerm(ctx)
+}
+
+// runTerm delivers while this daemon leads: until ctx ends or the store fails.
+func (w *Worker) runTerm(ctx context.Context) error {
 	if err := w.recoverInterrupted(); err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err := st.SetCursor(args[0], time.Now()); err != nil {
 				return fmt.Errorf("%w; nothing was changed", err)
 			}
-			_, err = fmt.Fprintf(stdout, "cursor set to %s (was %s); the next run resumes after it\n", args[0], cmp.Or(before.Cursor, "none"))
+			_, err = fmt.Fprintf(stdout, "cursor set to %s (was %s); %s resumes after it\n", args[0], cmp.Or(before.Cursor, "none"), appliedBy(cfg))
 			return err
 		},
 	}
@@ -145,7 +145,7 @@ func newCursorCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if now.Sub(t) > worker.EventRetention {
 				fmt.Fprintln(stderr, "warning: WorkOS keeps events for about 30 days; the backfill starts at the oldest event it still has")
 			}
-			who := "the next run reads"
+			who := appliedBy(cfg) + " reads"
 			if viaDaemon {
 				who = "the running daemon now reads"
 			}

@@ -44,7 +44,7 @@ func newDeadListCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return show(cmd.Context(), cfg, "/dead", func(st *store.Store) (admin.Dead, error) {
+			return show(cmd.Context(), cfg, "/dead", func(st store.Backend) (admin.Dead, error) {
 				return admin.BuildDead(st, time.Now(), admin.SourceStore)
 			}, asJSON, stdout, stderr, printDead)
 		},
@@ -135,7 +135,11 @@ func newDeadRetryCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printQueued(stdout, stderr, admin.RetryAnswerOf(queued, notRetryable), "the daemon delivers them when it starts")
+			when := "the daemon delivers them when it starts"
+			if sharedStore(cfg) {
+				when = "the leading daemon delivers them before its next poll"
+			}
+			return printQueued(stdout, stderr, admin.RetryAnswerOf(queued, notRetryable), when)
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "queue every dead and ambiguous delivery that can be retried")

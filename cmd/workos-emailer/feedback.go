@@ -16,7 +16,7 @@ import (
 // newFeedbackReader builds the SES feedback reader (sesfeedback) when
 // mailer.ses.feedback_queue_url is set; nil when it is not. It uses the AWS credentials SES
 // uses. A queue URL on another host than AWS's (an emulator, a test) is also the endpoint.
-func newFeedbackReader(ctx context.Context, cfg *config.Config, st *store.Store, obs *daemonObs, log *zap.Logger) (*sesfeedback.Reader, error) {
+func newFeedbackReader(ctx context.Context, cfg *config.Config, st store.Backend, obs *daemonObs, log *zap.Logger) (*sesfeedback.Reader, error) {
 	q := cfg.Mailer.SES.FeedbackQueueURL
 	if q == "" {
 		return nil, nil
@@ -37,7 +37,7 @@ func newFeedbackReader(ctx context.Context, cfg *config.Config, st *store.Store,
 }
 
 // feedbackRecorder records SES's reports on the store's records.
-type feedbackRecorder struct{ st *store.Store }
+type feedbackRecorder struct{ st store.Backend }
 
 func (r feedbackRecorder) RecordFeedback(ev sesfeedback.Event) (sesfeedback.Recorded, bool, error) {
 	id, kind, found, err := r.st.RecordFeedback(ev.MessageID, store.FeedbackReport{Outcome: string(ev.Outcome), At: ev.At,

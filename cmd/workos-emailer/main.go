@@ -89,9 +89,10 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newRenderCmd(&g, stdout, stderr),
 		newVersionCmd(stdout),
 	)
-	// One file each: status.go, cursor.go, dead.go, sendtest.go (send test, send magic-link), trace.go.
+	// One file each: status.go, cursor.go, dead.go, sendtest.go (send test, send magic-link), trace.go,
+	// storeimport.go.
 	root.AddCommand(newStatusCmd(load, stdout, stderr), newCursorCmd(load, stdout, stderr), newDeadCmd(load, stdout, stderr),
-		newSendCmd(load, stdout, stderr), newTraceCmd(load, stdout, stderr))
+		newSendCmd(load, stdout, stderr), newTraceCmd(load, stdout, stderr), newStoreCmd(load, stdout))
 	return root
 }
 

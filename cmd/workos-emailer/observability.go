@@ -55,7 +55,7 @@ func newDaemonObs(cfg *config.Config, log *zap.Logger) *daemonObs {
 // /healthz, /readyz and /metrics), tells systemd READY=1, starts the watchdog and the SES quota
 // reader, and sends STOPPING=1 as soon as ctx ends. A listener that cannot bind is an error
 // naming its setting.
-func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Store, w *worker.Worker, keyRejected func() bool,
+func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st store.Backend, w *worker.Worker, keyRejected func() bool,
 	sender worker.Sender, routes, control map[string]http.Handler) error {
 	o.metrics.WatchWorker(w)
 	o.ready = &admin.Readiness{
@@ -66,6 +66,9 @@ func (o *daemonObs) start(ctx context.Context, cfg *config.Config, st *store.Sto
 		KeyName:     workosapi.KeyName(cfg.WorkOS.APIKey),
 		MaxPollAge:  admin.ReadyPollAge(cfg.WorkOS.PollInterval),
 		Now:         time.Now,
+	}
+	if sharedStore(cfg) {
+		o.ready.Role = func() string { return string(w.Role()) }
 	}
 	if o.feedback != nil {
 		o.ready.Feedback = func() string {

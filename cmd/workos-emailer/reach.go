@@ -52,7 +52,7 @@ type sourced interface {
 // readDoc fills doc from the daemon (control socket, then admin.listen) or, when none answers,
 // by calling fromStore on the store opened read-only. from says where the document came from;
 // note, when not empty, why the daemon was not asked or did not answer.
-func readDoc(ctx context.Context, cfg *config.Config, path string, doc sourced, fromStore func(*store.Store) error) (from, note string, err error) {
+func readDoc(ctx context.Context, cfg *config.Config, path string, doc sourced, fromStore func(store.Backend) error) (from, note string, err error) {
 	socket := cfg.ControlSocket()
 	actx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
@@ -96,13 +96,16 @@ func readDoc(ctx context.Context, cfg *config.Config, path string, doc sourced, 
 	if err := fromStore(st); err != nil {
 		return "", "", err
 	}
+	if sharedStore(cfg) {
+		return "database (no daemon on this host answered)", why + "; read the database instead", nil
+	}
 	return "store file (daemon not reachable)", why + "; read the store file instead", nil
 }
 
 // sameStore refuses an answer about another store than the configured one: with two instances
 // on one host, admin.listen may name the other.
 func sameStore(cfg *config.Config, answered, where string) error {
-	mine, err := filepath.Abs(cfg.Store.Path)
+	mine, err := storeName(cfg)
 	if err != nil {
 		return err
 	}
@@ -117,6 +120,11 @@ func sameStore(cfg *config.Config, answered, where string) error {
 // changes nothing, when no daemon answers: then the caller changes the store file itself. The
 // daemon's refusal is a usage error (exit 2): nothing was changed.
 func changeThroughDaemon(ctx context.Context, cfg *config.Config, path string, body, answer any) (bool, error) {
+	if sharedStore(cfg) {
+		// The database takes every change directly, from any host; a cursor change ends the
+		// leader's term, and the leader polls from the new cursor.
+		return false, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, changeTimeout)
 	defer cancel()
 	mine, err := filepath.Abs(cfg.Store.Path)
@@ -188,7 +196,10 @@ func requireStoreFile(cfg *config.Config) error {
 	return nil
 }
 
-func openStoreReadOnly(cfg *config.Config) (*store.Store, error) {
+func openStoreReadOnly(cfg *config.Config) (store.Backend, error) {
+	if sharedStore(cfg) {
+		return openOperatorStore(cfg)
+	}
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
@@ -197,7 +208,10 @@ func openStoreReadOnly(cfg *config.Config) (*store.Store, error) {
 
 // openStoreForWrite opens the existing store read-write for a command that changes it, once no
 // daemon answered on the control socket.
-func openStoreForWrite(cfg *config.Config, command string) (*store.Store, error) {
+func openStoreForWrite(cfg *config.Config, command string) (store.Backend, error) {
+	if sharedStore(cfg) {
+		return openOperatorStore(cfg)
+	}
 	if err := requireStoreFile(cfg); err != nil {
 		return nil, err
 	}
@@ -215,10 +229,10 @@ func openStoreForWrite(cfg *config.Config, command string) (*store.Store, error)
 func show[D any, P interface {
 	*D
 	sourced
-}](ctx context.Context, cfg *config.Config, path string, build func(*store.Store) (D, error), asJSON bool,
+}](ctx context.Context, cfg *config.Config, path string, build func(store.Backend) (D, error), asJSON bool,
 	stdout, stderr io.Writer, print func(io.Writer, D, string) error) error {
 	var doc D
-	from, note, err := readDoc(ctx, cfg, path, P(&doc), func(st *store.Store) error {
+	from, note, err := readDoc(ctx, cfg, path, P(&doc), func(st store.Backend) error {
 		var err error
 		doc, err = build(st)
 		return err

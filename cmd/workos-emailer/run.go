@@ -3,22 +3,18 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/spf13/cobra"
 	"github.com/workos-emailer/workos-emailer/internal/admin"
 	"github.com/workos-emailer/workos-emailer/internal/config"
 	"github.com/workos-emailer/workos-emailer/internal/sealed"
-	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
-	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 	"go.uber.org/zap"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/signal"
@@ -115,12 +111,15 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 	if err != nil {
 		return err
 	}
-	_, statErr := os.Stat(cfg.Store.Path)
-	st, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})
+	st, leadership, created, err := openDaemonStore(ctx, cfg) // storeopen.go
+	if err != nil && ctx.Err() != nil {
+		log.Info("stopped while connecting to the store; nothing was started")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
-	if errors.Is(statErr, fs.ErrNotExist) {
+	if created {
 		log.Warn("created a new store: nothing was sent from it before, and polling starts at workos.start; if a store "+
 			"existed, store.path does not name it", zap.String("store", cfg.Store.Path), zap.String("start", cfg.WorkOS.Start))
 	}
@@ -144,6 +143,9 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 	wos.SetLogger(log)
 	opts := workerOptions(cfg)
 	opts.Observer = obs.metrics
+	if opts.Leadership = leadership; leadership != nil {
+		obs.metrics.Standby()
+	}
 	paceSends(cfg, sender, &opts, obs, log) // sendlimit.go
 	if len(cfg.APITokens()) > 0 {
 		if opts.Sealer, err = sealed.New(cfg.APITokens()...); err != nil {
@@ -161,7 +163,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 	// What `status` and `dead list` ask a running daemon, which holds the store's lock: on the
 	// admin listener and the control socket, which also takes the operator's changes.
 	status := admin.StatusHandler(st, w.Kinds, func() admin.Live {
-		live := admin.Live{LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
+		live := admin.Live{Role: string(w.Role()), LastPoll: w.LastSuccessfulPoll(), SESPaused: w.Paused(), PauseReason: w.PauseReason(),
 			KeyRejected: wos.KeyRejected(), SendLimit: obs.limitStatus()}
 		b := budget.Status()
 		live.Budget, live.Backlog = &b, w.Backlog()

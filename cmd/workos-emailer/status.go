@@ -109,6 +109,17 @@ func printStatus(w io.Writer, d admin.Status, from string) error {
 	} else {
 		fmt.Fprintf(tw, "cursor\tnone; polling starts at %s\n", startsAt(d.Cursor))
 	}
+	if l := d.Lease; l != nil {
+		if l.Live {
+			fmt.Fprintf(tw, "leader\t%s (epoch %d), lease renewed until %s from now\n", l.Holder, l.Epoch,
+				max(0, l.ExpiresAt.Sub(d.GeneratedAt)).Round(100*time.Millisecond))
+		} else {
+			fmt.Fprintf(tw, "leader\tNONE: no instance holds the lease (epoch %d); nothing is sent until one takes it\n", l.Epoch)
+		}
+	}
+	if l := d.Live; l != nil && d.Lease != nil {
+		fmt.Fprintf(tw, "this instance\t%s\n", l.Role)
+	}
 	if l := d.Live; l != nil {
 		fmt.Fprintf(tw, "last poll\t%s\n", human(l.LastPollAt, d.GeneratedAt))
 		if l.WorkOSKeyRejected {
@@ -267,7 +278,7 @@ func currentStatus(cmd *cobra.Command, load loadFunc) (doc admin.Status, from, n
 	if err != nil {
 		return admin.Status{}, "", "", err
 	}
-	from, note, err = readDoc(cmd.Context(), cfg, "/status", &doc, func(st *store.Store) error {
+	from, note, err = readDoc(cmd.Context(), cfg, "/status", &doc, func(st store.Backend) error {
 		var buildErr error
 		doc, buildErr = admin.BuildStatus(st, cfg.Events.Enabled, time.Now(), admin.SourceStore, nil)
 		return buildErr

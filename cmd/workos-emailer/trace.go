@@ -46,7 +46,7 @@ func newTraceCmd(load loadFunc, stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			email := strings.TrimSpace(args[0])
-			return show(cmd.Context(), cfg, "/trace?"+url.Values{"email": {email}}.Encode(), func(st *store.Store) (admin.Trace, error) {
+			return show(cmd.Context(), cfg, "/trace?"+url.Values{"email": {email}}.Encode(), func(st store.Backend) (admin.Trace, error) {
 				return admin.BuildTrace(st, email, time.Now(), admin.SourceStore)
 			}, asJSON, stdout, stderr, printTrace)
 		},

@@ -44,7 +44,11 @@ type Readiness struct {
 	KeyRejected func() bool
 	KeyName     string
 	// Feedback says why the SES feedback queue cannot be read; "" when it can, nil when off.
-	Feedback   func() string
+	Feedback func() string
+	// Role, with a store several daemons share, is leader, standby or none (worker.Role); nil:
+	// this daemon always leads. A standby is ready when the store is readable: its readiness
+	// is to take over. None (the store cannot be reached to take the lease) is not ready.
+	Role       func() string
 	MaxPollAge time.Duration
 	Now        func() time.Time
 	stopping   atomic.Bool
@@ -58,6 +62,12 @@ func (r *Readiness) NotReady() []string {
 	}
 	if err := r.Store(); err != nil {
 		why = append(why, "store is not readable")
+	}
+	switch r.role() {
+	case RoleStandby:
+		return why
+	case RoleNone:
+		return append(why, "neither leader nor standby: the store cannot be reached to take the lease")
 	}
 	switch last := r.LastPoll(); {
 	case last.IsZero():
@@ -80,12 +90,41 @@ func (r *Readiness) NotReady() []string {
 	return why
 }
 
+// Roles Readiness.Role reports (worker.Role's values).
+const (
+	RoleLeader  = "leader"
+	RoleStandby = "standby"
+	RoleNone    = "none"
+)
+
+func (r *Readiness) role() string {
+	if r.Role == nil {
+		return RoleLeader
+	}
+	return r.Role()
+}
+
 // Stopping marks the daemon not ready from now on: shutdown has begun.
 func (r *Readiness) Stopping() { r.stopping.Store(true) }
 
-func (r *Readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
-	if why := r.NotReady(); len(why) > 0 {
+// ServeHTTP answers /readyz. With a shared store the answer names the role ("ready: leader",
+// "ready: standby"), and /readyz?role=leader is ready only on the leader (for a load balancer in
+// front of the send API).
+func (r *Readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	why := r.NotReady()
+	role := r.role()
+	if want := req.URL.Query().Get("role"); want != "" && want != role {
+		why = append(why, "this instance is "+role+", not "+want)
+	}
+	if len(why) > 0 {
+		if r.Role != nil {
+			why = append([]string{role}, why...)
+		}
 		plain(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(why, "; ")+"\n")
+		return
+	}
+	if r.Role != nil {
+		plain(w, http.StatusOK, "ready: "+role+"\n")
 		return
 	}
 	plain(w, http.StatusOK, "ready\n")

@@ -1,12 +1,14 @@
 package admin
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/workos-emailer/workos-emailer/internal/sendlimit"
@@ -30,6 +32,8 @@ type Store interface {
 // Live is what only the running daemon knows. The admin server provides it to
 // StatusHandler.
 type Live struct {
+	// Role is leader, standby or none (worker.Role); "": leader.
+	Role string
 	// LastPoll is when the last ListEvents call succeeded; zero: none yet.
 	LastPoll time.Time
 	// SESPaused: SES refused to send for the whole account on the last try; PauseReason says
@@ -106,6 +110,9 @@ type Status struct {
 	// Feedback is what SES reported about the emails sent in the last 24 hours and the last
 	// 10,000 (mailer.ses.feedback_queue_url), with the rates SES judges the account by.
 	Feedback FeedbackDoc `json:"feedback"`
+	// Lease, with a store several daemons share (PostgreSQL), is who leads: the same from
+	// every host. Null with the bbolt store.
+	Lease *store.Lease `json:"lease"`
 	// Live is null when read from the store.
 	Live *LiveStatus `json:"live"`
 }
@@ -122,6 +129,9 @@ type Cursor struct {
 }
 
 type LiveStatus struct {
+	// Role is this instance's: leader, standby or none (the store cannot be reached); with
+	// the bbolt store always leader.
+	Role               string     `json:"role"`
 	LastPollAt         *time.Time `json:"last_poll_at"`
 	LastPollAgeSeconds *float64   `json:"last_poll_age_seconds"`
 	SESPaused          bool       `json:"ses_paused"`
@@ -297,6 +307,13 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 	if doc.Feedback, err = buildFeedback(st, now); err != nil {
 		return Status{}, err
 	}
+	if lr, ok := st.(store.LeaseReader); ok {
+		l, err := lr.Lease()
+		if err != nil {
+			return Status{}, err
+		}
+		doc.Lease = &l
+	}
 	for _, state := range AllStates {
 		doc.States[string(state)] = 0
 	}
@@ -321,7 +338,7 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 		doc.Kinds[kind] = m
 	}
 	if live != nil {
-		doc.Live = &LiveStatus{LastPollAt: timePtr(live.LastPoll), LastPollAgeSeconds: agePtr(live.LastPoll, now),
+		doc.Live = &LiveStatus{Role: cmp.Or(live.Role, RoleLeader), LastPollAt: timePtr(live.LastPoll), LastPollAgeSeconds: agePtr(live.LastPoll, now),
 			SESPaused: live.SESPaused, WorkOSKeyRejected: live.KeyRejected, SESQuota: live.SESQuota}
 		if live.SESPaused && live.PauseReason != "" {
 			doc.Live.SESPauseReason = &live.PauseReason
@@ -401,6 +418,9 @@ func jsonHandler(build func() (any, error)) http.Handler {
 
 // absPath names a store the same way whoever asks: the daemon and a CLI run elsewhere.
 func absPath(p string) string {
+	if strings.Contains(p, "://") {
+		return p // a database, not a file
+	}
 	if abs, err := filepath.Abs(p); err == nil {
 		return abs
 	}

@@ -33,8 +33,14 @@ type Config struct {
 		MaxRequestsPerSecond float64 `mapstructure:"max_requests_per_second"`
 	} `mapstructure:"workos"`
 	Store struct {
+		// Driver is bolt (a file, one host) or postgres (several hosts, one leader).
+		Driver    string        `mapstructure:"driver"`
 		Path      string        `mapstructure:"path"`
 		Retention time.Duration `mapstructure:"retention"`
+		// DSN is the PostgreSQL connection string: a secret (it may hold the password).
+		DSN      string        `mapstructure:"dsn"`
+		DSNFile  string        `mapstructure:"dsn_file"`
+		LeaseTTL time.Duration `mapstructure:"lease_ttl"`
 	} `mapstructure:"store"`
 	Mailer struct {
 		Driver          string `mapstructure:"driver"`
@@ -137,8 +143,9 @@ func defaults(v *viper.Viper) {
 	for k, val := range map[string]any{
 		"workos.api_key": "", "workos.api_key_file": "", "workos.base_url": "https://api.workos.com", "workos.poll_interval": "1s",
 		"workos.page_size": 100, "workos.start": "now", "workos.max_requests_per_second": 50,
-		"store.path": storePath, "store.retention": "45d",
-		"mailer.driver": "ses", "mailer.from": "", "mailer.reply_to": "", "mailer.list_unsubscribe": "",
+		"store.driver": StoreBolt, "store.path": storePath, "store.retention": "45d", "store.dsn": "", "store.dsn_file": "",
+		"store.lease_ttl": "10s",
+		"mailer.driver":   "ses", "mailer.from": "", "mailer.reply_to": "", "mailer.list_unsubscribe": "",
 		"mailer.ses.region": "", "mailer.ses.endpoint": "", "mailer.ses.configuration_set": "",
 		"mailer.ses.max_send_rate": 0, "mailer.ses.feedback_queue_url": "", "mailer.file.dir": "./outbox",
 		"mailer.smtp.host": "", "mailer.smtp.port": 587, "mailer.smtp.username": "", "mailer.smtp.password": "",
@@ -158,6 +165,12 @@ func defaults(v *viper.Viper) {
 		v.SetDefault(k, val)
 	}
 }
+
+// Store drivers (store.driver).
+const (
+	StoreBolt     = "bolt"
+	StorePostgres = "postgres"
+)
 
 // Error is invalid configuration: the CLI exits with code 2.
 type Error struct{ Err error }

@@ -32,6 +32,8 @@ var secrets = []secret{
 		func(c *Config) *string { return &c.API.Token }, func(c *Config) string { return c.API.TokenFile }},
 	{"api.previous_token", "api.previous_token_file", "WORKOS_EMAILER_API_PREVIOUS_TOKEN", "api_previous_token",
 		func(c *Config) *string { return &c.API.PreviousToken }, func(c *Config) string { return c.API.PreviousTokenFile }},
+	{"store.dsn", "store.dsn_file", "WORKOS_EMAILER_STORE_DSN", "store_dsn",
+		func(c *Config) *string { return &c.Store.DSN }, func(c *Config) string { return c.Store.DSNFile }},
 	{"mailer.smtp.password", "mailer.smtp.password_file", "WORKOS_EMAILER_MAILER_SMTP_PASSWORD", "smtp_password",
 		func(c *Config) *string { return &c.Mailer.SMTP.Password }, func(c *Config) string { return c.Mailer.SMTP.PasswordFile }},
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"cmp"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -66,8 +68,22 @@ func (c *Config) validateWorkOS() error {
 }
 
 func (c *Config) validateStore() error {
-	if c.Store.Path == "" {
-		return KeyError("store.path", "must not be empty")
+	switch c.Store.Driver {
+	case StoreBolt:
+		if c.Store.Path == "" {
+			return KeyError("store.path", "must not be empty")
+		}
+	case StorePostgres:
+		if c.Store.DSN == "" {
+			return KeyError("store.dsn", "must be set with store.driver: postgres (a PostgreSQL connection string, "+
+				"postgres://user:password@host:5432/db; a secret: WORKOS_EMAILER_STORE_DSN, store.dsn_file or the systemd credential store_dsn)")
+		}
+		if c.Store.LeaseTTL < 2*time.Second || c.Store.LeaseTTL > 5*time.Minute {
+			return KeyError("store.lease_ttl", "must be from 2s to 5m, got %s: a standby takes over about this long after the leader stops",
+				FormatDuration(c.Store.LeaseTTL))
+		}
+	default:
+		return KeyError("store.driver", "must be bolt or postgres, got %q", c.Store.Driver)
 	}
 	if c.Store.Retention < worker.MinRetention {
 		return KeyError("store.retention", "must be at least 31d, got %s: WorkOS lists events for about 30 days, and a "+
@@ -246,7 +262,12 @@ func (c *Config) validateAdmin() error {
 		}
 	}
 	socket := c.Admin.Socket
-	if socket == "" {
+	switch {
+	case socket != "":
+	case c.Store.Driver == StorePostgres:
+		// No store file to sit beside: systemd's RuntimeDirectory=, else the working directory.
+		socket = filepath.Join(cmp.Or(strings.Split(os.Getenv("RUNTIME_DIRECTORY"), ":")[0], "."), "workos-emailer.sock")
+	default:
 		socket = c.Store.Path + ".sock"
 	}
 	abs, err := filepath.Abs(socket)

@@ -66,6 +66,10 @@ type Metrics struct {
 	reloads          *prometheus.CounterVec
 	reloadSuccessful prometheus.Gauge
 	reloadAt         prometheus.Gauge
+
+	leader      prometheus.Gauge
+	leaseEpoch  prometheus.Gauge
+	leaderTerms *prometheus.CounterVec
 }
 
 var _ worker.Observer = (*Metrics)(nil)
@@ -99,6 +103,20 @@ func New(opts Options) *Metrics {
 		Help: "Build of the running daemon; always 1.",
 	}, []string{"version", "commit", "goversion"})).(*prometheus.GaugeVec).
 		WithLabelValues(opts.Version, opts.Commit, runtime.Version()).Set(1)
+
+	m.leader = f.register(prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "leader",
+		Help: "1 while this instance leads (sends); 0 while it stands by. Always 1 with the bbolt store.",
+	})).(prometheus.Gauge)
+	m.leaseEpoch = f.register(prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "lease_epoch",
+		Help: "Epoch of the PostgreSQL store's lease this instance last held (its fencing token).",
+	})).(prometheus.Gauge)
+	m.leaderTerms = f.register(prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "leadership_changes_total",
+		Help: "Times this instance began (acquired) or ended (lost) leading with the PostgreSQL store.",
+	}, []string{"change"})).(*prometheus.CounterVec)
+	m.leader.Set(1) // until a shared store says otherwise (Standby)
 
 	m.eventsPolled = f.register(prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: namespace, Name: "events_polled_total",
@@ -222,6 +240,25 @@ func (m *Metrics) Reloaded(ok bool) {
 	m.reloads.WithLabelValues("ok").Inc()
 	m.reloadSuccessful.Set(1)
 	m.reloadAt.Set(float64(m.now().Unix()))
+}
+
+// Standby marks this instance as one that leads only in terms (the PostgreSQL store).
+func (m *Metrics) Standby() {
+	m.leader.Set(0)
+	m.leaderTerms.WithLabelValues("acquired")
+	m.leaderTerms.WithLabelValues("lost")
+}
+
+// Leading reports a term's start or end (worker.LeadershipObserver).
+func (m *Metrics) Leading(epoch int64, leading bool) {
+	m.leaseEpoch.Set(float64(epoch))
+	if leading {
+		m.leader.Set(1)
+		m.leaderTerms.WithLabelValues("acquired").Inc()
+		return
+	}
+	m.leader.Set(0)
+	m.leaderTerms.WithLabelValues("lost").Inc()
 }
 
 // Registry is the registry the metrics live in.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/workos-emailer/workos-emailer/store"
 )
 
 // The lease. One row per installation names the leader (holder), its epoch and when the lease
@@ -33,28 +35,20 @@ const (
 	bumpSQL = `UPDATE leader SET epoch = epoch + 1, holder = '', expires_at = '-infinity' WHERE name = $1`
 )
 
-// AcquireInterval is how often a standby tries to take the lease.
-const AcquireInterval = time.Second
+// AcquireInterval is how often a standby tries to take the lease: a leader that resigns is
+// replaced within it (a cheap UPDATE that finds no row while the lease is held).
+const AcquireInterval = 500 * time.Millisecond
 
-// Leader describes the lease row: who leads (holder "" when nobody does), in which epoch, until
-// when by the database's clock.
-type Leader struct {
-	Holder    string    `json:"holder"`
-	Epoch     int64     `json:"epoch"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Live      bool      `json:"live"`
-}
-
-// Leader reads the lease row.
-func (s *Store) Leader() (Leader, error) {
+// Lease reads the lease row (store.LeaseReader).
+func (s *Store) Lease() (store.Lease, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	var l Leader
+	var l store.Lease
 	var expires pgtype.Timestamptz
 	err := s.pool.QueryRow(ctx, "SELECT holder, epoch, expires_at, expires_at > clock_timestamp() FROM leader WHERE name = $1", s.opts.Name).
 		Scan(&l.Holder, &l.Epoch, &expires, &l.Live)
 	if err != nil {
-		return Leader{}, fmt.Errorf("read the lease: %w", err)
+		return store.Lease{}, fmt.Errorf("read the lease: %w", err)
 	}
 	if expires.Valid && expires.InfinityModifier == pgtype.Finite {
 		l.ExpiresAt = expires.Time

@@ -69,7 +69,7 @@ func TestSecondDaemonWaitsAndResignHandsOver(t *testing.T) {
 	if err := b.Save(sample(1, store.Pending), "", time.Now()); !errors.Is(err, store.ErrFenced) {
 		t.Fatalf("a standby's write: %v, want ErrFenced", err)
 	}
-	l, err := b.Leader()
+	l, err := b.Lease()
 	if err != nil || l.Holder != "a" || !l.Live || l.Epoch != ta.Epoch() {
 		t.Fatalf("leader %+v (%v)", l, err)
 	}

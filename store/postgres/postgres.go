@@ -295,3 +295,12 @@ func Transient(err error) bool {
 	}
 	return !errors.Is(err, store.ErrFenced)
 }
+
+// Describe names the database a DSN connects to, without its password (as Path does).
+func Describe(dsn string) (string, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return "", errors.New("store.dsn is not a PostgreSQL connection string; its text is not shown, as it may hold the password")
+	}
+	return describe(cfg), nil
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/admin"
+	"github.com/workos-emailer/workos-emailer/internal/config"
+	"github.com/workos-emailer/workos-emailer/internal/fakeses"
+	"github.com/workos-emailer/workos-emailer/internal/fakeworkos"
+	"github.com/workos-emailer/workos-emailer/internal/pgtest"
+	"github.com/workos-emailer/workos-emailer/internal/syncbuf"
+	"github.com/workos-emailer/workos-emailer/store"
+)
+
+// pgConfig writes a configuration for the PostgreSQL store; the DSN, a secret, comes from the
+// environment as in production.
+func pgConfig(t *testing.T, dsn, body string) string {
+	t.Helper()
+	t.Setenv("WORKOS_EMAILER_STORE_DSN", dsn)
+	return writeConfig(t, "store:\n  driver: postgres\n  lease_ttl: 2s\n"+body)
+}
+
+// TestOperatorCommandsOnPostgres moves a bbolt store into PostgreSQL and runs every operator
+// command against the database, as a new user switching would.
+func TestOperatorCommandsOnPostgres(t *testing.T) {
+	opsSetup(t)
+	cluster := pgtest.Start(t)
+	dsn := cluster.CreateDB(t)
+	cfg := pgConfig(t, dsn, "mailer:\n  driver: log\nadmin:\n  listen: \"\"\n  socket: "+filepath.Join(t.TempDir(), "ctl.sock")+"\n")
+	bolt := opsStore(t)
+
+	out, _ := mustCLI(t, exitOK, "store", "import", "--from-bolt", bolt, "--config", cfg)
+	if !strings.Contains(out, "imported 5 delivery records") || strings.Contains(out, "password") {
+		t.Fatalf("import: %s", out)
+	}
+	_, errOut := mustCLI(t, exitFailure, "store", "import", "--from-bolt", bolt, "--config", cfg)
+	if !strings.Contains(errOut, "in use already") {
+		t.Fatalf("a second import: %s", errOut)
+	}
+
+	out, _ = mustCLI(t, exitOK, "status", "--json", "--config", cfg)
+	doc := decode[admin.Status](t, out)
+	if doc.Records != 5 || doc.Dead != 2 || doc.Ambiguous != 1 || doc.Lease == nil || doc.Lease.Live ||
+		!strings.HasPrefix(doc.StorePath, "postgres://postgres@127.0.0.1:") || doc.Cursor.EventID != "event_01E" {
+		t.Fatalf("status after the import: %s", out)
+	}
+	out, _ = mustCLI(t, exitOK, "status", "--config", cfg)
+	if !strings.Contains(out, "leader") || !strings.Contains(out, "NONE") {
+		t.Errorf("status does not say that nobody leads:\n%s", out)
+	}
+
+	out, _ = mustCLI(t, exitOK, "dead", "list", "--json", "--config", cfg)
+	if dead := decode[admin.Dead](t, out); len(dead.Deliveries) != 3 {
+		t.Fatalf("dead list: %s", out)
+	}
+	mustCLI(t, exitUsage, "dead", "retry", "event_01A", "--config", cfg) // sent: refused, nothing queued
+	out, _ = mustCLI(t, exitOK, "dead", "retry", "event_01B", "--config", cfg)
+	if !strings.Contains(out, "event_01B") || !strings.Contains(out, "leading daemon") {
+		t.Fatalf("dead retry: %s", out)
+	}
+	out, _ = mustCLI(t, exitOK, "cursor", "set", "event_01Z", "--config", cfg)
+	if !strings.Contains(out, "was event_01E") || !strings.Contains(out, "leading daemon") {
+		t.Fatalf("cursor set: %s", out)
+	}
+	out, _ = mustCLI(t, exitOK, "cursor", "show", "--config", cfg)
+	if !strings.Contains(out, "event_01Z") {
+		t.Fatalf("cursor show: %s", out)
+	}
+	mustCLI(t, exitOK, "cursor", "reset", "--since", recently, "--config", cfg)
+	out, _ = mustCLI(t, exitOK, "status", "--json", "--config", cfg)
+	if doc := decode[admin.Status](t, out); doc.Cursor.EventID != "" || doc.RetryQueued != 1 || doc.Lease.Epoch < 2 {
+		t.Fatalf("after retry, cursor set and reset: %s", out)
+	}
+	mustCLI(t, exitOK, "trace", "a@example.com", "--config", cfg)
+}
+
+// TestTwoDaemonsOnPostgres runs two daemons on one database, as on two hosts: one sends, the
+// other stands by and takes over when the first stops; every email goes out once.
+func TestTwoDaemonsOnPostgres(t *testing.T) {
+	isolate(t)
+	cluster := pgtest.Start(t)
+	dsn := cluster.CreateDB(t)
+	wos := fakeworkos.New("sk_test_cli")
+	wosURL := wos.Start()
+	defer wos.Close()
+	ses := fakeses.New()
+	sesURL := ses.Start()
+	defer ses.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("WORKOS_API_KEY", "sk_test_cli")
+	config := func(host string) string {
+		return pgConfig(t, dsn, fmt.Sprintf(`workos:
+  base_url: %s
+  poll_interval: 20ms
+  start: oldest
+mailer:
+  from: "Acme <no-reply@acme.test>"
+  ses:
+    region: us-east-1
+    endpoint: %s
+admin:
+  listen: "%s"
+  socket: %s
+`, wosURL, sesURL, freeLoopbackAddr(t), filepath.Join(t.TempDir(), host+".sock")))
+	}
+	type daemon struct {
+		cancel context.CancelFunc
+		done   chan struct{} // closed when run returned, with code
+		code   int
+		log    *syncbuf.Buffer
+		cfg    string
+	}
+	run := func(host string) *daemon {
+		d := &daemon{done: make(chan struct{}), log: &syncbuf.Buffer{}, cfg: config(host)}
+		var ctx context.Context
+		ctx, d.cancel = context.WithCancel(context.Background())
+		go func() {
+			defer close(d.done)
+			d.code = execute(ctx, []string{"run", "--config", d.cfg}, &bytes.Buffer{}, d.log)
+		}()
+		t.Cleanup(func() { d.cancel(); <-d.done })
+		return d
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	roleOf := func(d *daemon) string {
+		code, out, _ := cli(t, context.Background(), "status", "--json", "--config", d.cfg)
+		if code != exitOK {
+			return ""
+		}
+		doc := decode[admin.Status](t, out)
+		if doc.Live == nil {
+			return ""
+		}
+		return doc.Live.Role
+	}
+
+	a := run("a")
+	_, _, first := wos.AddCode("magic_auth", "a@example.com", "user_01", time.Now().Add(time.Hour))
+	waitFor("the first email", func() bool { return len(ses.Messages()) == 1 })
+	b := run("b")
+	waitFor("a leads and b stands by", func() bool { return roleOf(a) == "leader" && roleOf(b) == "standby" })
+
+	a.cancel() // a graceful stop hands over
+	<-a.done
+	if a.code != exitOK {
+		t.Fatalf("a exited %d:\n%s", a.code, a.log.String())
+	}
+	waitFor("b takes over", func() bool { return roleOf(b) == "leader" })
+	_, _, second := wos.AddCode("magic_auth", "b@example.com", "user_02", time.Now().Add(time.Hour))
+	waitFor("the second email", func() bool { return len(ses.Messages()) == 2 })
+	msgs := ses.Messages()
+	if !strings.Contains(msgs[0].Text, first) || !strings.Contains(msgs[1].Text, second) {
+		t.Fatalf("messages: %+v", msgs)
+	}
+	for _, want := range []string{"leading: took the lease", "stopped leading: shutting down"} {
+		if !strings.Contains(a.log.String(), want) {
+			t.Errorf("a's log lacks %q:\n%s", want, a.log.String())
+		}
+	}
+	if !strings.Contains(b.log.String(), "standing by") || !strings.Contains(b.log.String(), "leading: took the lease") {
+		t.Errorf("b's log:\n%s", b.log.String())
+	}
+	for _, l := range []string{a.log.String(), b.log.String()} {
+		if strings.Contains(l, first) || strings.Contains(l, second) || strings.Contains(l, dsn) {
+			t.Error("a secret (a code or the DSN) reached the log")
+		}
+	}
+	var st store.Backend
+	st, err := openOperatorStore(mustLoad(t, b.cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if s, _ := st.Stats(); s.ByState[store.Sent] != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func mustLoad(t *testing.T, path string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}

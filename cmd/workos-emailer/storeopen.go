@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/workos-emailer/workos-emailer/internal/config"
+	"github.com/workos-emailer/workos-emailer/kinds"
+	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/store/postgres"
+	"github.com/workos-emailer/workos-emailer/worker"
+)
+
+// The store a configuration names (store.driver): the bbolt file, which one daemon holds locked,
+// or the PostgreSQL database, which several daemons share and operators' commands change
+// directly.
+
+func sharedStore(cfg *config.Config) bool { return cfg.Store.Driver == config.StorePostgres }
+
+// storeName is how documents name the store (admin.Status.StorePath): the file's absolute path,
+// or the database without its password.
+func storeName(cfg *config.Config) (string, error) {
+	if sharedStore(cfg) {
+		return postgres.Describe(cfg.Store.DSN)
+	}
+	return filepath.Abs(cfg.Store.Path)
+}
+
+// openDaemonStore opens the daemon's store; leadership is nil for the bbolt store (its file lock
+// is the leadership). created says a new bbolt file was made.
+func openDaemonStore(ctx context.Context, cfg *config.Config) (st store.Backend, leadership worker.Leadership, created bool, err error) {
+	if sharedStore(cfg) {
+		pg, err := postgres.Open(ctx, cfg.Store.DSN, postgres.Options{Daemon: true, LeaseTTL: cfg.Store.LeaseTTL, Kinds: kinds.Names()})
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return pg, pgLeadership{pg}, false, nil
+	}
+	_, statErr := os.Stat(cfg.Store.Path)
+	bolt, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return bolt, nil, errors.Is(statErr, fs.ErrNotExist), nil
+}
+
+// openOperatorStore opens the database as an operator's command does: its cursor changes end
+// the leader's term, so that the leader polls from the new cursor.
+func openOperatorStore(cfg *config.Config) (store.Backend, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Store.LeaseTTL)
+	defer cancel()
+	return postgres.Open(ctx, cfg.Store.DSN, postgres.Options{LeaseTTL: cfg.Store.LeaseTTL, Kinds: kinds.Names()})
+}
+
+// pgLeadership hands the worker the PostgreSQL store's terms.
+type pgLeadership struct{ st *postgres.Store }
+
+func (l pgLeadership) Acquire(ctx context.Context, tried func(error)) (worker.Term, error) {
+	t, err := l.st.Acquire(ctx, tried)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// appliedBy names who applies a change made in the store itself rather than through a daemon:
+// the next run of the one daemon, or the leading daemon, whose term the change ended.
+func appliedBy(cfg *config.Config) string {
+	if sharedStore(cfg) {
+		return "the leading daemon (its term ended with the change; it takes the lease again within a second)"
+	}
+	return "the next run"
+}

@@ -1,0 +1,155 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/workos-emailer/workos-emailer/store"
+)
+
+// Leadership: with a store several daemons share (the PostgreSQL store), one of them delivers at
+// a time. Run then works in terms: it waits to take the lease, delivers until the term ends (the
+// lease was lost, an operator's change fenced it, or the store failed), lets the sends in flight
+// finish and be recorded (their writes are fenced: a term that was taken over cannot commit),
+// gives the lease up and waits again. With the bbolt store the file lock is the leadership and
+// the one term never ends.
+
+// Leadership hands out terms; nil (Options.Leadership) means this daemon always leads.
+type Leadership interface {
+	// Acquire waits until this daemon leads, or ctx ends; tried hears each try that did not
+	// take the lease (err nil: another daemon leads).
+	Acquire(ctx context.Context, tried func(err error)) (Term, error)
+}
+
+// Term is one span of leadership.
+type Term interface {
+	Epoch() int64
+	// Done closes when the term ends; Err says why.
+	Done() <-chan struct{}
+	Err() error
+	// Trusted reports whether a send may start now (the lease is surely still held).
+	Trusted() bool
+	// Release gives the lease up; the term's writes are over.
+	Release()
+}
+
+// LeadershipObserver, when the Observer has it, hears the term changes (metrics).
+type LeadershipObserver interface {
+	Leading(epoch int64, leading bool)
+}
+
+// Role is what the daemon does now.
+type Role string
+
+const (
+	RoleLeader  Role = "leader"  // delivering
+	RoleStandby Role = "standby" // another daemon leads; this one takes over when it stops
+	RoleNone    Role = "none"    // cannot reach the store to tell
+)
+
+// leadership is the worker's state of its terms.
+type leadership struct {
+	term atomic.Pointer[Term]
+	// role is a Role; standbyErr says why acquiring failed when role is none.
+	role atomic.Value
+}
+
+// Role reports whether this daemon leads now (always, without Options.Leadership).
+func (w *Worker) Role() Role {
+	if w.opts.Leadership == nil {
+		return RoleLeader
+	}
+	if r, ok := w.lead.role.Load().(Role); ok {
+		return r
+	}
+	return RoleNone
+}
+
+// mayStartSend reports whether this daemon may start a send now: it has no leadership to lose,
+// or its term is surely still held. A send is never started once the term may have been taken
+// over.
+func (w *Worker) mayStartSend() bool {
+	if w.opts.Leadership == nil {
+		return true
+	}
+	t := w.lead.term.Load()
+	return t != nil && (*t).Trusted()
+}
+
+// errNotTrusted ends a term whose lease may have run out before a send started.
+var errNotTrusted = fmt.Errorf("the lease may have expired (it could not be renewed in time), so no send is started: %w", store.ErrFenced)
+
+// runTerms is Run with leadership: terms until ctx ends.
+func (w *Worker) runTerms(ctx context.Context) error {
+	lastWhy := ""
+	tried := func(err error) {
+		role, why := RoleStandby, "another instance leads"
+		if err != nil {
+			role, why = RoleNone, err.Error()
+		}
+		w.lead.role.Store(role)
+		if why != lastWhy {
+			if err != nil {
+				w.log.Warn("cannot reach the store to take the lease; retrying every second", zap.Error(err))
+			} else {
+				w.log.Info("standing by: another instance leads; taking over when its lease ends")
+			}
+			lastWhy = why
+		}
+	}
+	for {
+		term, err := w.opts.Leadership.Acquire(ctx, tried)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		lastWhy = ""
+		started := time.Now()
+		w.lead.term.Store(&term)
+		w.lead.role.Store(RoleLeader)
+		w.observeLeading(term.Epoch(), true)
+		w.log.Info("leading: took the lease", zap.Int64("epoch", term.Epoch()))
+		termCtx, end := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-term.Done():
+				end()
+			case <-termCtx.Done():
+			}
+		}()
+		err = w.runTerm(termCtx)
+		end()
+		term.Release()
+		w.lead.term.Store(nil)
+		w.lead.role.Store(RoleStandby)
+		w.observeLeading(term.Epoch(), false)
+		fields := []zap.Field{zap.Int64("epoch", term.Epoch()), zap.Duration("led_for", time.Since(started).Round(time.Millisecond))}
+		switch why := term.Err(); {
+		case ctx.Err() != nil:
+			w.log.Info("stopped leading: shutting down; the lease is given up for a standby", fields...)
+			return nil
+		case err != nil && !errors.Is(err, store.ErrFenced):
+			w.log.Error("stopped leading: the store failed; standing by and trying again", append(fields, zap.Error(err))...)
+		case why != nil && !errors.Is(why, errReleased):
+			w.log.Warn("stopped leading: "+why.Error(), fields...)
+		default:
+			w.log.Warn("stopped leading: fenced (another instance took over, or an operator changed the cursor)", fields...)
+		}
+	}
+}
+
+// errReleased is never a term's reason as the worker sees it: Release comes last.
+var errReleased = errors.New("released")
+
+func (w *Worker) observeLeading(epoch int64, leading bool) {
+	if o, ok := w.obs.(LeadershipObserver); ok {
+		o.Leading(epoch, leading)
+	}
+}
