@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/workos-emailer/workos-emailer/kinds"
+	"github.com/workos-emailer/workos-emailer/store"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
 
@@ -216,6 +217,11 @@ func (a *API) accepted(acc worker.Accepted, replayed bool, err error) answer {
 			"this Idempotency-Key was used for a different request within 24 hours; use a new key for a new request")
 	case errors.Is(err, worker.ErrRequestsOff):
 		return fail(http.StatusServiceUnavailable, "unavailable", "", err.Error())
+	case errors.Is(err, worker.ErrStandby), errors.Is(err, store.ErrFenced):
+		// The app retries against the leader, with its Idempotency-Key.
+		ans := fail(http.StatusServiceUnavailable, "standby", "", worker.ErrStandby.Error())
+		ans.header = map[string]string{"Retry-After": "1"}
+		return ans
 	case err != nil:
 		a.log.Error("send API: the request could not be recorded; the app should retry it", zap.Error(err))
 		return fail(http.StatusServiceUnavailable, "unavailable", "", "the request could not be recorded; retry it (with the same Idempotency-Key)")

@@ -36,6 +36,10 @@ type Term interface {
 	Trusted() bool
 	// Release gives the lease up; the term's writes are over.
 	Release()
+	// Changes hears that an operator changed the position (cursor set or reset) in the store
+	// during the term: the pipeline then polls again from it, once its sends in flight are
+	// recorded (an interrupt that changes nothing itself).
+	Changes() <-chan struct{}
 }
 
 // LeadershipObserver, when the Observer has it, hears the term changes (metrics).
@@ -95,14 +99,21 @@ func (w *Worker) runTerms(ctx context.Context) error {
 		w.lead.role.Store(role)
 		if why != lastWhy {
 			if err != nil {
-				w.log.Warn("cannot reach the store to take the lease; retrying every second", zap.Error(err))
+				w.log.Warn("cannot reach the store to take the lease; retrying", zap.Error(err))
 			} else {
 				w.log.Info("standing by: another instance leads; taking over when its lease ends")
 			}
 			lastWhy = why
 		}
 	}
+	failures := 0 // terms in a row that the store failed
 	for {
+		if failures > 0 {
+			// A store that fails at once must not spin: leave the lease to the others a while.
+			if !w.wait(ctx, min(time.Second<<min(failures-1, 5), 30*time.Second)) {
+				return nil
+			}
+		}
 		term, err := w.opts.Leadership.Acquire(ctx, tried)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -118,35 +129,51 @@ func (w *Worker) runTerms(ctx context.Context) error {
 		w.log.Info("leading: took the lease", zap.Int64("epoch", term.Epoch()))
 		termCtx, end := context.WithCancel(ctx)
 		go func() {
-			select {
-			case <-term.Done():
-				end()
-			case <-termCtx.Done():
+			for {
+				select {
+				case <-term.Done():
+					end()
+					return
+				case <-term.Changes():
+					if err := w.Interrupt(termCtx, func() error { return nil }); err == nil {
+						w.log.Info("an operator changed the cursor in the store; polling from it (the sends in flight were recorded first)")
+					}
+				case <-termCtx.Done():
+					return
+				}
 			}
 		}()
 		err = w.runTerm(termCtx)
+		ended := termCtx.Err() != nil // the term, or the daemon, ended it
 		end()
+		why := term.Err() // before Release, which ends every term
 		term.Release()
 		w.lead.term.Store(nil)
 		w.lead.role.Store(RoleStandby)
 		w.observeLeading(term.Epoch(), false)
 		fields := []zap.Field{zap.Int64("epoch", term.Epoch()), zap.Duration("led_for", time.Since(started).Round(time.Millisecond))}
-		switch why := term.Err(); {
+		if time.Since(started) > time.Minute {
+			failures = 0 // it worked for a while
+		}
+		switch {
+		case err == nil && !ended:
+			w.log.Info("stopped leading: the stream is drained (StopWhenIdle)", fields...)
+			return nil
 		case ctx.Err() != nil:
 			w.log.Info("stopped leading: shutting down; the lease is given up for a standby", fields...)
 			return nil
 		case err != nil && !errors.Is(err, store.ErrFenced):
+			failures++
 			w.log.Error("stopped leading: the store failed; standing by and trying again", append(fields, zap.Error(err))...)
-		case why != nil && !errors.Is(why, errReleased):
+		case why != nil:
+			failures = 0
 			w.log.Warn("stopped leading: "+why.Error(), fields...)
 		default:
+			failures = 0
 			w.log.Warn("stopped leading: fenced (another instance took over, or an operator changed the cursor)", fields...)
 		}
 	}
 }
-
-// errReleased is never a term's reason as the worker sees it: Release comes last.
-var errReleased = errors.New("released")
 
 func (w *Worker) observeLeading(epoch int64, leading bool) {
 	if o, ok := w.obs.(LeadershipObserver); ok {

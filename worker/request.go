@@ -54,6 +54,9 @@ var (
 	ErrIdempotencyConflict = store.ErrIdempotencyConflict
 	// ErrRequestsOff: the daemon does not take requests (api.listen is not set).
 	ErrRequestsOff = errors.New("emails on request are off: set api.listen and api.token")
+	// ErrStandby: another instance leads (a shared store); only the leader takes requests.
+	ErrStandby = errors.New("this instance is a standby: another instance leads and takes requests; " +
+		"send the request there (GET /readyz?role=leader answers 200 only on the leader)")
 )
 
 // InvalidRequestError names the field of a request that cannot be sent, and why. Nothing was
@@ -158,6 +161,9 @@ func (w *Worker) Accept(r Request, idempotencyKey string) (Accepted, error) {
 	}
 	if bad := r.Validate(); bad != nil {
 		return Accepted{}, bad
+	}
+	if w.Role() != RoleLeader {
+		return Accepted{}, ErrStandby
 	}
 	if !w.cur().enabled[r.Kind] {
 		return Accepted{}, fmt.Errorf("kind %s is not enabled: %w", r.Kind, ErrRequestsOff)

@@ -70,7 +70,7 @@ func (l pgLeadership) Acquire(ctx context.Context, tried func(error)) (worker.Te
 // the next run of the one daemon, or the leading daemon, whose term the change ended.
 func appliedBy(cfg *config.Config) string {
 	if sharedStore(cfg) {
-		return "the leading daemon (its term ended with the change; it takes the lease again within a second)"
+		return "the leading daemon (within seconds, once its sends in flight are recorded)"
 	}
 	return "the next run"
 }

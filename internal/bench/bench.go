@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/workos-emailer/workos-emailer/internal/pgtest"
 	"github.com/workos-emailer/workos-emailer/worker"
 )
 
@@ -45,6 +46,9 @@ type Scenario struct {
 	PollInterval time.Duration
 	// Naive runs the naive loop on the same workload too.
 	Naive bool
+	// Postgres runs the pipeline on the PostgreSQL store too (a throwaway cluster on this
+	// machine), next to bbolt.
+	Postgres bool
 }
 
 // Scenario names, in the order they run.
@@ -65,7 +69,7 @@ func scenarios(quick bool) map[string]Scenario {
 		return full
 	}
 	return map[string]Scenario{
-		"a": {Name: "a", Title: "backlog, no added latency", Events: q(20000, 1000), PollInterval: time.Second, Naive: true},
+		"a": {Name: "a", Title: "backlog, no added latency", Events: q(20000, 1000), PollInterval: time.Second, Naive: true, Postgres: true},
 		"b": {Name: "b", Title: "backlog, WorkOS +30 ms, SES +60 ms", Events: q(5000, 300),
 			WorkOSLatency: 30 * time.Millisecond, SESLatency: 60 * time.Millisecond, PollInterval: time.Second, Naive: true},
 		// More backlog than the limit lets through, so a limited pipeline never runs dry;
@@ -119,6 +123,9 @@ type Config struct {
 	Command string
 	// Interrupt, when closed, stops the run in progress and ends Run with an error.
 	Interrupt <-chan struct{}
+	// NoPostgres leaves the PostgreSQL store's runs out.
+	NoPostgres bool
+	pg         *pgtest.Cluster // started by Run when a scenario needs it
 }
 
 var errInterrupted = errors.New("interrupted")
@@ -164,6 +171,18 @@ func Run(cfg Config) (*Report, error) {
 	}
 	defer os.RemoveAll(tmp)
 
+	if !cfg.NoPostgres && slices.ContainsFunc(names, func(n string) bool { return all[n].Postgres }) {
+		c, stop, err := pgtest.StartServer()
+		switch {
+		case errors.Is(err, pgtest.ErrNotInstalled):
+			fmt.Fprintf(cfg.Progress, "PostgreSQL store runs left out: %v\n", err)
+		case err != nil:
+			return nil, fmt.Errorf("start PostgreSQL for the benchmark: %w", err)
+		default:
+			defer stop()
+			cfg.pg = c
+		}
+	}
 	rep := &Report{Config: cfg, Machine: describeMachine()}
 	for _, name := range scenarioOrder {
 		if !slices.Contains(names, name) {
@@ -216,6 +235,21 @@ func runScenario(cfg Config, sc Scenario, tmp string) ([]Row, error) {
 	return out, err
 }
 
+// settledServerCPU reads the server's CPU once the run's backends have exited and been reaped
+// (their time moves to the postmaster's children's then): two equal reads 100 ms apart.
+func settledServerCPU(c *pgtest.Cluster) time.Duration {
+	last := c.ServerCPU()
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		now := c.ServerCPU()
+		if now == last {
+			break
+		}
+		last = now
+	}
+	return last
+}
+
 // median picks the middle run and notes the range of all.
 func median(rs []Row) Row {
 	if len(rs) == 1 {
@@ -246,6 +280,9 @@ func runScenarioOnce(cfg Config, sc Scenario, tmp string) ([]Row, error) {
 		h.addBacklog(sc.Events)
 	}
 	impls := []string{implOurs}
+	if sc.Postgres && cfg.pg != nil {
+		impls = append(impls, implPostgres)
+	}
 	if sc.Naive && sc.Arrival <= 0 {
 		impls = append(impls, implNaive)
 	}
@@ -279,6 +316,14 @@ func runImpl(cfg Config, sc Scenario, h *host, impl, dir string) (Row, error) {
 	}
 	if cfg.Trace != "" {
 		spec.Trace = fmt.Sprintf("%s-%s-%s.trace", cfg.Trace, sc.Name, impl)
+	}
+	var serverCPU0 time.Duration
+	if impl == implPostgres {
+		var err error
+		if spec.DSN, err = cfg.pg.NewDatabase("bench_" + sc.Name); err != nil {
+			return Row{}, err
+		}
+		serverCPU0 = cfg.pg.ServerCPU()
 	}
 	started := make(chan time.Time, 1)
 	stop := make(chan struct{})
@@ -346,6 +391,10 @@ wait:
 		}
 	}
 	fakesCPU := cpuTime() - fakesCPU0
+	var serverCPU time.Duration
+	if impl == implPostgres {
+		serverCPU = settledServerCPU(cfg.pg) - serverCPU0
+	}
 	if interrupted {
 		return Row{}, errInterrupted
 	}
@@ -385,6 +434,10 @@ wait:
 	}
 	if row.Duplicates > 0 {
 		return row, fmt.Errorf("%s: SES accepted %d duplicate or unknown emails", impl, row.Duplicates)
+	}
+	if impl == implPostgres && res.Elapsed > 0 {
+		row.ServerCPUPct = 100 * serverCPU.Seconds() / res.Elapsed.Seconds()
+		row.Note = strings.TrimPrefix(row.Note+fmt.Sprintf("; PostgreSQL server CPU %.0f%% (not in the CPU column)", row.ServerCPUPct), "; ")
 	}
 	if sc.RateLimit > 0 && impl == implOurs {
 		row.Note += "; paced by the send limiter at mailer.ses.max_send_rate"

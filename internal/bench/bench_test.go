@@ -1,26 +1,37 @@
 package bench
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/workos-emailer/workos-emailer/internal/pgtest"
 )
 
-// TestQuickScenario runs scenario a with a few events through the real pipeline and the naive
-// loop, in this process, to keep the benchmark compiling and working. It asserts no timing.
+// TestQuickScenario runs scenario a with a few events through the real pipeline (on bbolt and on
+// PostgreSQL) and the naive loop, in this process, to keep the benchmark compiling and working.
+// It asserts no timing.
 func TestQuickScenario(t *testing.T) {
 	rep, err := Run(Config{Scenarios: []string{"a"}, Quick: true, Events: 12, WorkOSLatency: -1, SESLatency: -1,
 		TempDir: t.TempDir(), NaiveMax: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 2 {
-		t.Fatalf("want a row for ours and one for naive, got %+v", rep.Rows)
+	want := 3
+	if pgtest.Installed() != nil && os.Getenv("REQUIRE_POSTGRES") != "1" {
+		want = 2 // Run left the PostgreSQL store out
+	}
+	if len(rep.Rows) != want {
+		t.Fatalf("want a row for ours (bbolt and PostgreSQL) and one for naive, got %+v", rep.Rows)
 	}
 	for _, r := range rep.Rows {
 		if r.Sent != 12 || r.Duplicates != 0 || r.EventsPerSec <= 0 || r.Mallocs == 0 {
 			t.Errorf("%s: %+v", r.Impl, r)
 		}
+	}
+	if want == 3 && (rep.Rows[1].Impl != implPostgres || rep.Rows[1].ServerCPUPct <= 0) {
+		t.Errorf("the PostgreSQL run: %+v", rep.Rows[1])
 	}
 	if rep.Rows[0].StoreBytes == 0 {
 		t.Error("no store size for ours")

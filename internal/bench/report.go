@@ -25,6 +25,7 @@ type Row struct {
 	StoreBytes            int64
 	CPUPct                float64 // the pipeline's process: (user+system) / wall, 100 = one core
 	FakesCPUPct           float64 // the process serving the fakes, same measure
+	ServerCPUPct          float64 // the PostgreSQL server (implPostgres), same measure
 	Load1                 float64 // the machine's 1-minute load average before the run
 	Runs                  int     // repetitions this row is the median of
 	Mem                   memPeaks
@@ -50,9 +51,13 @@ func (r Row) perEvent(v uint64) float64 {
 }
 
 func (r Row) summary() string {
-	return fmt.Sprintf("%d/%d sent in %s, %.0f events/s, p50 %s p99 %s, %.0f allocs/event, peak RSS %s, store %s, CPU %.0f%% (fakes %.0f%%)",
+	s := fmt.Sprintf("%d/%d sent in %s, %.0f events/s, p50 %s p99 %s, %.0f allocs/event, peak RSS %s, store %s, CPU %.0f%% (fakes %.0f%%)",
 		r.Sent, r.Events, r.Elapsed.Round(time.Millisecond), r.EventsPerSec, ms(r.P50ms), ms(r.P99ms),
 		r.perEvent(r.Mallocs), mib(r.PeakRSS), mib(r.StoreBytes), r.CPUPct, r.FakesCPUPct)
+	if r.Impl == implPostgres {
+		s += fmt.Sprintf(", PostgreSQL %.0f%% CPU", r.ServerCPUPct)
+	}
+	return s
 }
 
 // Target is one goal and whether the run met it.
@@ -191,7 +196,7 @@ func latency(d time.Duration) string {
 
 // table is the results as rows of cells, header first.
 func (rep *Report) table() [][]string {
-	out := [][]string{{"scenario", "impl", "latency WorkOS/SES", "events", "events/s", "p50", "p99", "allocs/event", "KiB alloc/event", "peak RSS", "store", "CPU", "fakes CPU", "load"}}
+	out := [][]string{{"scenario", "impl", "latency WorkOS/SES", "events", "events/s", "p50", "p99", "allocs/event", "KiB alloc/event", "peak RSS", "store", "CPU", "PostgreSQL CPU", "fakes CPU", "load"}}
 	for _, r := range rep.Rows {
 		evs := fmt.Sprintf("%d", r.Sent)
 		eps := fmt.Sprintf("%.1f", r.EventsPerSec)
@@ -203,8 +208,12 @@ func (rep *Report) table() [][]string {
 		if r.Limit > 0 {
 			eps = fmt.Sprintf("%.1f (%.0f%% of %g/s, max %d in 1 s)", r.EventsPerSec, r.RatePct, r.Limit, r.MaxPerSec)
 		}
+		serverCPU := "-"
+		if r.Impl == implPostgres {
+			serverCPU = pct(r.ServerCPUPct)
+		}
 		out = append(out, []string{r.Scenario, r.Impl, latency(r.WorkOSLatency) + " / " + latency(r.SESLatency), evs, eps, p50, p99,
-			allocs, kib, mib(r.PeakRSS), mib(r.StoreBytes), pct(r.CPUPct), pct(r.FakesCPUPct), fmt.Sprintf("%.1f", r.Load1)})
+			allocs, kib, mib(r.PeakRSS), mib(r.StoreBytes), pct(r.CPUPct), serverCPU, pct(r.FakesCPUPct), fmt.Sprintf("%.1f", r.Load1)})
 	}
 	return out
 }

@@ -20,14 +20,17 @@ import (
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/store"
+	"github.com/workos-emailer/workos-emailer/store/postgres"
 	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
 // Implementations measured.
 const (
-	implOurs  = "ours"
-	implNaive = "naive"
+	implOurs = "ours"
+	// implPostgres is ours on the PostgreSQL store (store.driver: postgres), leading its lease.
+	implPostgres = "postgres"
+	implNaive    = "naive"
 )
 
 // runSpec is one run of one implementation against fakes that are already serving.
@@ -37,6 +40,7 @@ type runSpec struct {
 	WorkOSURL    string
 	SESURL       string
 	Dir          string // store directory; created fresh
+	DSN          string // the PostgreSQL store's database (implPostgres)
 	Concurrency  int
 	PageSize     int
 	PollInterval time.Duration
@@ -77,7 +81,7 @@ func execute(spec runSpec, started func(time.Time), stop <-chan struct{}) runRes
 	res := runResult{Impl: spec.Impl, GoMaxProcs: runtime.GOMAXPROCS(0)}
 	var err error
 	switch spec.Impl {
-	case implOurs:
+	case implOurs, implPostgres:
 		err = runOurs(spec, &res, started, stop)
 	case implNaive:
 		err = runNaive(spec, &res, started, stop)
@@ -202,6 +206,17 @@ func benchCredentials() credentials.StaticCredentialsProvider {
 
 var benchBrand = mailer.Brand{Name: "Bench", PrimaryColor: "#0f766e", SupportEmail: "support@bench.example"}
 
+// leadership hands the worker the PostgreSQL store's terms, as `run` does.
+type leadership struct{ st *postgres.Store }
+
+func (l leadership) Acquire(ctx context.Context, tried func(error)) (worker.Term, error) {
+	t, err := l.st.Acquire(ctx, tried)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // runOurs wires the daemon's pipeline as `workos-emailer run` does: the durable bbolt store,
 // workos-go through workosapi.New, aws-sdk-go-v2 SES v2 through mailer.NewSES, the
 // built-in templates, the Prometheus observer and a JSON logger.
@@ -212,20 +227,30 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		return err
 	}
 	dbPath := filepath.Join(spec.Dir, "state.db")
-	st, err := store.Open(dbPath, store.Options{Kinds: kinds.Names()})
-	if err != nil {
-		return err
+	opts := worker.Options{
+		PageSize: spec.PageSize, PollInterval: spec.PollInterval, Concurrency: spec.Concurrency,
+		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour,
+		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: kinds.Defaults()}),
+	}
+	var st store.Backend
+	if spec.DSN != "" {
+		pg, err := postgres.Open(ctx, spec.DSN, postgres.Options{Daemon: true, Kinds: kinds.Names()})
+		if err != nil {
+			return err
+		}
+		st, opts.Leadership = pg, leadership{pg}
+	} else {
+		bolt, err := store.Open(dbPath, store.Options{Kinds: kinds.Names()})
+		if err != nil {
+			return err
+		}
+		st = bolt
 	}
 	defer func() {
 		if st != nil {
 			st.Close()
 		}
 	}()
-	opts := worker.Options{
-		PageSize: spec.PageSize, PollInterval: spec.PollInterval, Concurrency: spec.Concurrency,
-		StopWhenIdle: spec.StopWhenIdle, Retention: 45 * 24 * time.Hour,
-		Observer: metrics.New(metrics.Options{Version: "bench", Kinds: kinds.Defaults()}),
-	}
 	sesOpts := mailer.SESOptions{Region: "us-east-1", Endpoint: spec.SESURL, From: benchFrom, Credentials: benchCredentials()}
 	if spec.RateLimit > 0 {
 		// What the daemon does with mailer.ses.max_send_rate (cmd/workos-emailer/sendlimit.go).
@@ -262,6 +287,9 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 	st = nil
 	// Before the store is read again below, which maps it in.
 	res.PeakRSS = peakRSS()
+	if spec.DSN != "" {
+		return runErr // the database's size is the server's business
+	}
 	res.StoreBytes = fileSize(dbPath)
 	if runErr == nil {
 		res.Store, runErr = inspectStore(dbPath)

@@ -149,18 +149,58 @@ func (c *Cluster) Port() int { return c.port }
 // its DSN. The database goes away with the cluster.
 func (c *Cluster) CreateDB(t testing.TB) string {
 	t.Helper()
-	name := fmt.Sprintf("%s_%d", dbPrefix(t.Name()), c.seq.Add(1))
+	dsn, err := c.NewDatabase(dbPrefix(t.Name()))
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return dsn
+}
+
+// NewDatabase creates a database named prefix and a number no other call on this cluster
+// returns, and returns its DSN (for benchmarks and commands, which have no testing.TB).
+func (c *Cluster) NewDatabase(prefix string) (string, error) {
+	name := fmt.Sprintf("%s_%d", prefix, c.seq.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
 	if err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
+		return "", fmt.Errorf("create database %s: %w", name, err)
 	}
 	defer conn.Close(context.Background())
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
+		return "", fmt.Errorf("create database %s: %w", name, err)
 	}
-	return c.DSN(name)
+	return c.DSN(name), nil
+}
+
+// ServerCPU is the CPU time the server has used so far: the postmaster's own and that of its
+// exited children (the backends of closed connections), from /proc. 0 when it cannot tell.
+func (c *Cluster) ServerCPU() time.Duration {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	if proc == nil || proc.Process == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", proc.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) in parentheses; utime is the 14th field.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] { // utime stime cutime cstime
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
 }
 
 // Stop shuts the server down fast (SIGINT: open transactions are rolled back, clients are
@@ -346,6 +386,12 @@ func (c *Cluster) logTail(from int64) string {
 		return "(empty)"
 	}
 	return string(b)
+}
+
+// Installed reports whether a server can be started: nil, or an error wrapping ErrNotInstalled.
+func Installed() error {
+	_, err := findBindir()
+	return err
 }
 
 // installGlob matches the bin directories of Debian's PostgreSQL packages.

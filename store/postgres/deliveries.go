@@ -57,28 +57,41 @@ func (s *Store) position(ctx context.Context, q querier) (store.Position, error)
 }
 
 // InitPosition records the starting point of a store that has none yet and returns the
-// position in force.
+// position in force. A daemon's pipeline calls it at the start of each of its terms: the
+// position's generation is then the one its cursor moves are conditioned on.
 func (s *Store) InitPosition(since time.Time) (store.Position, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
+	var p store.Position
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, "UPDATE position SET initialized = true, since = $2 WHERE name = $1 AND NOT initialized", s.opts.Name, nullTime(since))
-		return err
+		if err != nil {
+			return err
+		}
+		var gen int64
+		if err := tx.QueryRow(ctx, "SELECT generation FROM position WHERE name = $1", s.opts.Name).Scan(&gen); err != nil {
+			return err
+		}
+		if p, err = s.position(ctx, tx); err != nil {
+			return err
+		}
+		s.generation.Store(gen)
+		return nil
 	})
 	if err != nil {
 		return store.Position{}, fmt.Errorf("record starting point: %w", err)
 	}
-	return s.Position()
+	return p, nil
 }
 
-// ResetCursor forgets the cursor: polling reads events from since (backfill). From an
-// operator's handle it ends the leader's term in the same transaction.
+// ResetCursor forgets the cursor: polling reads events from since (backfill). The generation
+// moves on: the leader finishes its sends in flight and polls from since (operatorChange).
 func (s *Store) ResetCursor(since time.Time) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	err := s.operatorWrite(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE position SET cursor = '', cursor_set_at = NULL, since = $2, initialized = true WHERE name = $1",
-			s.opts.Name, nullTime(since))
+	err := s.operatorChange(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE position SET cursor = '', cursor_set_at = NULL, since = $2, initialized = true,
+ generation = generation + 1 WHERE name = $1`, s.opts.Name, nullTime(since))
 		return err
 	})
 	if err != nil {
@@ -87,45 +100,59 @@ func (s *Store) ResetCursor(since time.Time) error {
 	return nil
 }
 
-// SetCursor makes polling resume after eventID. From an operator's handle it ends the leader's
-// term in the same transaction; a daemon's is the leader's own progress.
+// SetCursor makes polling resume after eventID: an operator's change, which moves the
+// generation on (ResetCursor). A daemon's pipeline moves its cursor with SetCursorAsync.
 func (s *Store) SetCursor(eventID string, now time.Time) error {
-	if s.opts.Daemon {
-		return s.SetCursorAsync(eventID, now)()
-	}
 	if err := store.CheckCursor(eventID); err != nil {
 		return fmt.Errorf("set cursor: %w", err)
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	err := s.operatorWrite(ctx, func(tx pgx.Tx) error { return s.putCursor(ctx, tx, eventID, now) })
+	err := s.operatorChange(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE position SET cursor = $2, cursor_set_at = $3, initialized = true,
+ generation = generation + 1 WHERE name = $1`, s.opts.Name, eventID, now.UTC())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("set cursor: %w", err)
 	}
 	return nil
 }
 
-// operatorWrite is a change the event pipeline must not run beside: from a daemon's handle a
-// fenced write (the daemon ran it between two terms of its pipeline), from an operator's one
-// that moves the epoch on, ending the leader's term.
-func (s *Store) operatorWrite(ctx context.Context, fn func(tx pgx.Tx) error) error {
+// operatorChange runs an operator's change of the position. The leader need not be stopped for
+// it: its pipeline holds the cursor in memory, but every cursor move it makes is conditioned on
+// the generation it started from (putCursor), so it can never overwrite the change; it notices
+// the new generation (Term.Changes) and polls again from the store's position once its sends in
+// flight are recorded. From a daemon's handle (the control socket, between two terms of its
+// pipeline) the change is a fenced write.
+func (s *Store) operatorChange(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	if s.opts.Daemon {
 		return s.write(ctx, fn)
 	}
-	return s.unfenced(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, bumpSQL, s.opts.Name); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
+	return s.unfenced(ctx, fn)
 }
 
+// putCursor is the pipeline's own cursor move. It is dropped, not failed, when an operator
+// changed the position since the pipeline's term began: the records of the same transaction
+// still commit, and the term ends to poll from the operator's position.
 func (s *Store) putCursor(ctx context.Context, tx pgx.Tx, eventID string, now time.Time) error {
 	if err := store.CheckCursor(eventID); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, "UPDATE position SET cursor = $2, cursor_set_at = $3, initialized = true WHERE name = $1", s.opts.Name, eventID, now.UTC())
+	tag, err := tx.Exec(ctx, "UPDATE position SET cursor = $2, cursor_set_at = $3, initialized = true WHERE name = $1 AND generation = $4",
+		s.opts.Name, eventID, now.UTC(), s.generation.Load())
+	if err == nil && tag.RowsAffected() == 0 {
+		s.notifyChanged()
+	}
 	return err
+}
+
+// notifyChanged tells the term that the position was changed by an operator.
+func (s *Store) notifyChanged() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
 }
 
 // SetCursorAsync queues the leader's cursor move, in order with SaveAsync.

@@ -29,10 +29,11 @@ const (
 	renewSQL = `UPDATE leader SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
  WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_at > clock_timestamp()`
 	resignSQL = `UPDATE leader SET expires_at = '-infinity' WHERE name = $1 AND holder = $2 AND epoch = $3`
-	// An operator's cursor change ends the term of whoever leads: the epoch moves on and the
-	// lease is free, so the leader's next write is fenced, and a daemon takes the lease again
-	// (within a second) and polls from the new cursor.
+	// An import ends the term of whoever leads: the epoch moves on and the lease is free.
 	bumpSQL = `UPDATE leader SET epoch = epoch + 1, holder = '', expires_at = '-infinity' WHERE name = $1`
+	// Renewing also reads the position's generation: an operator's cursor change reaches an
+	// idle leader within a renewal.
+	generationSQL = `SELECT generation FROM position WHERE name = $1`
 )
 
 // AcquireInterval is how often a standby tries to take the lease: a leader that resigns is
@@ -104,8 +105,12 @@ func (t *Term) end(err error) {
 	}
 }
 
-// ErrLeaseLost is why a term ends when another daemon (or an operator's change) took the lease.
-var ErrLeaseLost = errors.New("the lease was taken over (another instance leads, or an operator changed the cursor)")
+// ErrLeaseLost is why a term ends when another daemon took the lease.
+var ErrLeaseLost = errors.New("the lease was taken over: another instance leads")
+
+// Changes hears that an operator changed the position (cursor set or reset) during the term:
+// the pipeline should finish its sends in flight and poll again from the store's position.
+func (t *Term) Changes() <-chan struct{} { return t.s.changed }
 
 // TryAcquire takes the lease if it is free (or this daemon's own), once. ok is false when another
 // daemon leads.
@@ -124,6 +129,10 @@ func (s *Store) TryAcquire(ctx context.Context) (t *Term, ok bool, err error) {
 	t = &Term{s: s, epoch: epoch, trustUntil: started.Add(s.opts.LeaseTTL * 3 / 4),
 		done: make(chan struct{}), stop: make(chan struct{}), stopped: make(chan struct{})}
 	s.commits.reset()
+	select { // a change heard in an earlier term is not this one's
+	case <-s.changed:
+	default:
+	}
 	s.epoch.Store(epoch)
 	go t.renew()
 	return t, true, nil
@@ -169,6 +178,12 @@ func (t *Term) renew() {
 			t.mu.Lock()
 			t.trustUntil = started.Add(ttl * 3 / 4)
 			t.mu.Unlock()
+			var gen int64
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			if t.s.leasePool.QueryRow(ctx, generationSQL, t.s.opts.Name).Scan(&gen) == nil && gen != t.s.generation.Load() {
+				t.s.notifyChanged()
+			}
+			cancel()
 		case err == nil:
 			t.end(ErrLeaseLost)
 			return

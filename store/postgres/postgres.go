@@ -74,8 +74,12 @@ type Store struct {
 	opTimeout time.Duration
 	secret    []byte
 	// epoch is the term this daemon's writes are fenced by; 0: none.
-	epoch   atomic.Int64
-	commits *committer
+	epoch atomic.Int64
+	// generation is the position's generation the pipeline's term started from (InitPosition);
+	// changed hears that an operator moved it on since.
+	generation atomic.Int64
+	changed    chan struct{}
+	commits    *committer
 }
 
 var _ store.Backend = (*Store)(nil)
@@ -101,7 +105,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, errors.New("store.dsn is not a PostgreSQL connection string (postgres://user:password@host:5432/db or key=value pairs); " +
 			"its text is not shown, as it may hold the password")
 	}
-	s := &Store{where: describe(cfg.ConnConfig), opts: opts, opTimeout: opts.LeaseTTL / 2}
+	s := &Store{where: describe(cfg.ConnConfig), opts: opts, opTimeout: opts.LeaseTTL / 2, changed: make(chan struct{}, 1)}
 	configure(cfg, opts.LeaseTTL)
 	cfg.MaxConns = 8
 	leaseCfg := cfg.Copy()

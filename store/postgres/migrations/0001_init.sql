@@ -16,6 +16,9 @@ CREATE TABLE position (
     cursor_set_at  timestamptz,
     since          timestamptz,
     initialized    boolean NOT NULL DEFAULT false,
+    -- moves on with every operator's cursor change: the leader's own cursor moves are
+    -- conditioned on the generation its pipeline started from (store/postgres/deliveries.go)
+    generation     bigint NOT NULL DEFAULT 0,
     -- keys the hashes of addresses (store.HashRecipient); never leaves the database but in memory
     address_secret bytea NOT NULL
 );
