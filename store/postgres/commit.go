@@ -11,16 +11,22 @@ import (
 
 // Group commit, as in the bbolt store (store/commit.go): the writes of the deliveries in flight
 // are gathered into one fenced transaction, so a commit (and its fsync on the server) is shared
-// by many records. Writes are applied in the order they were queued, and after a failed write
-// nothing queued later is applied until the next term (Acquire resets it): a cursor is never
-// committed past a record that was not.
+// by many records. Each write is a few statements queued on one pgx.Batch, which pipelines them:
+// the fence and every record of a transaction reach the server in one round trip, so a batch
+// costs about as much as one record. (A write that must read before it decides, AcceptRequest,
+// runs on its own in the same transaction, in its turn.) Writes are applied in the order they
+// were queued, and after a failed write nothing queued later is applied until the next term
+// (Acquire resets it): a cursor is never committed past a record that was not.
 
 // maxBatch bounds the writes one transaction carries.
 const maxBatch = 128
 
 type writeOp struct {
-	fn   func(ctx context.Context, tx pgx.Tx) error
-	done chan error
+	// queue adds the write's statements to the batch; fn, when queue is nil, runs the write
+	// in the transaction by itself.
+	queue func(b *pgx.Batch) error
+	fn    func(ctx context.Context, tx pgx.Tx) error
+	done  chan error
 }
 
 type committer struct {
@@ -42,9 +48,17 @@ func newCommitter(s *Store) *committer {
 	return c
 }
 
-// enqueue queues fn and returns a function that waits for its commit.
-func (c *committer) enqueue(fn func(ctx context.Context, tx pgx.Tx) error) (wait func() error) {
-	op := &writeOp{fn: fn, done: make(chan error, 1)}
+// enqueue queues a write of statements and returns a function that waits for its commit.
+func (c *committer) enqueue(queue func(b *pgx.Batch) error) (wait func() error) {
+	return c.add(&writeOp{queue: queue, done: make(chan error, 1)})
+}
+
+// enqueueTx queues a write that reads before it writes.
+func (c *committer) enqueueTx(fn func(ctx context.Context, tx pgx.Tx) error) (wait func() error) {
+	return c.add(&writeOp{fn: fn, done: make(chan error, 1)})
+}
+
+func (c *committer) add(op *writeOp) (wait func() error) {
 	c.mu.Lock()
 	switch {
 	case c.closed:
@@ -88,14 +102,7 @@ func (c *committer) loop() {
 		c.mu.Unlock()
 
 		ctx, cancel := c.s.ctx()
-		err := c.s.write(ctx, func(tx pgx.Tx) error {
-			for _, op := range batch {
-				if err := op.fn(ctx, tx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := c.s.fenced(ctx, func(tx pgx.Tx, first *pgx.Batch) error { return runOps(ctx, tx, first, batch) })
 		cancel()
 		if err != nil {
 			c.mu.Lock()
@@ -111,6 +118,31 @@ func (c *committer) loop() {
 			op.done <- err
 		}
 	}
+}
+
+// runOps applies ops in order, behind the statements already in b (the fence): runs of
+// statements as one pipelined batch each.
+func runOps(ctx context.Context, tx pgx.Tx, b *pgx.Batch, ops []*writeOp) error {
+	flush := func() error {
+		err := sendBatch(ctx, tx, b)
+		b = &pgx.Batch{}
+		return err
+	}
+	for _, op := range ops {
+		if op.queue != nil {
+			if err := op.queue(b); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		if err := op.fn(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return flush()
 }
 
 func (c *committer) close() {

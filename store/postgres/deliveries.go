@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/workos-emailer/workos-emailer/store"
 )
@@ -132,19 +133,21 @@ func (s *Store) operatorChange(ctx context.Context, fn func(tx pgx.Tx) error) er
 	return s.unfenced(ctx, fn)
 }
 
-// putCursor is the pipeline's own cursor move. It is dropped, not failed, when an operator
+// queueCursor queues the pipeline's own cursor move. It is dropped, not failed, when an operator
 // changed the position since the pipeline's term began: the records of the same transaction
 // still commit, and the term ends to poll from the operator's position.
-func (s *Store) putCursor(ctx context.Context, tx pgx.Tx, eventID string, now time.Time) error {
+func (s *Store) queueCursor(b *pgx.Batch, eventID string, now time.Time) error {
 	if err := store.CheckCursor(eventID); err != nil {
 		return err
 	}
-	tag, err := tx.Exec(ctx, "UPDATE position SET cursor = $2, cursor_set_at = $3, initialized = true WHERE name = $1 AND generation = $4",
-		s.opts.Name, eventID, now.UTC(), s.generation.Load())
-	if err == nil && tag.RowsAffected() == 0 {
-		s.notifyChanged()
-	}
-	return err
+	b.Queue("UPDATE position SET cursor = $2, cursor_set_at = $3, initialized = true WHERE name = $1 AND generation = $4",
+		s.opts.Name, eventID, now.UTC(), s.generation.Load()).Exec(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() == 0 {
+			s.notifyChanged()
+		}
+		return nil
+	})
+	return nil
 }
 
 // notifyChanged tells the term that the position was changed by an operator.
@@ -157,7 +160,7 @@ func (s *Store) notifyChanged() {
 
 // SetCursorAsync queues the leader's cursor move, in order with SaveAsync.
 func (s *Store) SetCursorAsync(eventID string, now time.Time) (wait func() error) {
-	w := s.commits.enqueue(func(ctx context.Context, tx pgx.Tx) error { return s.putCursor(ctx, tx, eventID, now) })
+	w := s.commits.enqueue(func(b *pgx.Batch) error { return s.queueCursor(b, eventID, now) })
 	return func() error {
 		if err := w(); err != nil {
 			return fmt.Errorf("set cursor: %w", err)
@@ -191,12 +194,12 @@ func (s *Store) Save(d store.Delivery, cursor string, now time.Time) error {
 
 // SaveAsync queues what Save does and returns a function that waits until it is committed.
 func (s *Store) SaveAsync(d store.Delivery, cursor string, now time.Time) (wait func() error) {
-	w := s.commits.enqueue(func(ctx context.Context, tx pgx.Tx) error {
-		if err := s.putDelivery(ctx, tx, d, s.epoch.Load()); err != nil {
+	w := s.commits.enqueue(func(b *pgx.Batch) error {
+		if err := s.queueDelivery(b, d, s.epoch.Load()); err != nil {
 			return err
 		}
 		if cursor != "" {
-			return s.putCursor(ctx, tx, cursor, now)
+			return s.queueCursor(b, cursor, now)
 		}
 		return nil
 	})
@@ -208,67 +211,52 @@ func (s *Store) SaveAsync(d store.Delivery, cursor string, now time.Time) (wait 
 	}
 }
 
-// putDelivery writes d in epoch's name, with what is derived from it, in tx. A claim (d is
-// sending) is a compare-and-set: the record must be absent, pending, or sending in an older
-// epoch (an interrupted send resent); no write touches a record a newer epoch wrote.
-func (s *Store) putDelivery(ctx context.Context, tx pgx.Tx, d store.Delivery, epoch int64) error {
+// upsertSQL writes a record unless the compare-and-set of a claim refuses it: no write touches a
+// record a newer epoch wrote, and a claim (the new state is sending) takes only a record that is
+// absent, pending, or sending in an older epoch (an interrupted send resent), never a final one
+// nor one being sent in this epoch already. $9: the new state is final (it leaves the retry
+// queue).
+const upsertSQL = `INSERT INTO deliveries (event_id, kind, state, epoch, message_id, recipient, updated_at, data)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ ON CONFLICT (event_id) DO UPDATE SET kind = EXCLUDED.kind, state = EXCLUDED.state, epoch = EXCLUDED.epoch,
+ message_id = EXCLUDED.message_id, recipient = EXCLUDED.recipient, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data,
+ retry = deliveries.retry AND NOT $9
+ WHERE deliveries.epoch <= EXCLUDED.epoch
+   AND NOT (EXCLUDED.state = 'sending' AND (deliveries.state IN ('sent', 'skipped', 'dead', 'ambiguous')
+        OR deliveries.state = 'sending' AND deliveries.epoch = EXCLUDED.epoch))`
+
+// queueDelivery queues the write of d in epoch's name, with what is derived from it.
+func (s *Store) queueDelivery(b *pgx.Batch, d store.Delivery, epoch int64) error {
 	data, err := store.EncodeRecord(d)
 	if err != nil {
 		return err
 	}
-	var oldState string
-	var oldEpoch int64
-	err = tx.QueryRow(ctx, "SELECT state, epoch FROM deliveries WHERE event_id = $1 FOR UPDATE", d.EventID).Scan(&oldState, &oldEpoch)
-	found := err == nil
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return err
-	}
-	if found {
-		old := store.State(oldState)
-		switch {
-		case oldEpoch > epoch:
-			return fmt.Errorf("%w: it was written in epoch %d, this term is %d", ErrClaimed, oldEpoch, epoch)
-		case d.State == store.Sending && old == store.Sending && oldEpoch == epoch:
-			return fmt.Errorf("%w: it is being sent already in this term", ErrClaimed)
-		case d.State == store.Sending && old.Final():
-			return fmt.Errorf("%w: it is %s already", ErrClaimed, old)
-		}
-	}
 	final := d.State.Final()
-	_, err = tx.Exec(ctx, `INSERT INTO deliveries (event_id, kind, state, epoch, message_id, recipient, updated_at, data)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
- ON CONFLICT (event_id) DO UPDATE SET kind = EXCLUDED.kind, state = EXCLUDED.state, epoch = EXCLUDED.epoch,
- message_id = EXCLUDED.message_id, recipient = EXCLUDED.recipient, updated_at = EXCLUDED.updated_at, data = EXCLUDED.data,
- retry = deliveries.retry AND NOT $9`,
-		d.EventID, d.Kind, string(d.State), epoch, nullString(d.MessageID), nullString(d.Recipient), d.UpdatedAt.UTC(), data, final)
-	if err != nil {
-		return err
-	}
+	b.Queue(upsertSQL, d.EventID, d.Kind, string(d.State), epoch, nullString(d.MessageID), nullString(d.Recipient),
+		d.UpdatedAt.UTC(), data, final).Exec(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() == 0 {
+			return fmt.Errorf("record %s as %s in epoch %d: %w (a newer epoch wrote it, it is final, or it is being sent already)",
+				d.EventID, d.State, epoch, ErrClaimed)
+		}
+		return nil
+	})
 	if d.OnceKey != "" {
 		switch take, release := store.HoldsOnce(d.State); {
 		case take:
-			_, err = tx.Exec(ctx, "INSERT INTO once_keys (key, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", d.OnceKey, d.EventID)
+			b.Queue("INSERT INTO once_keys (key, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", d.OnceKey, d.EventID)
 		case release:
-			_, err = tx.Exec(ctx, "DELETE FROM once_keys WHERE key = $1 AND event_id = $2", d.OnceKey, d.EventID)
-		}
-		if err != nil {
-			return err
+			b.Queue("DELETE FROM once_keys WHERE key = $1 AND event_id = $2", d.OnceKey, d.EventID)
 		}
 	}
 	if store.MarksLatest(d) {
 		at := time.UnixMilli(d.EventCreatedAt.UnixMilli()).UTC()
-		_, err = tx.Exec(ctx, `INSERT INTO latest (key, event_id, created_at) VALUES ($1, $2, $3)
+		b.Queue(`INSERT INTO latest (key, event_id, created_at) VALUES ($1, $2, $3)
  ON CONFLICT (key) DO UPDATE SET event_id = EXCLUDED.event_id, created_at = EXCLUDED.created_at
  WHERE latest.created_at < EXCLUDED.created_at OR latest.created_at = EXCLUDED.created_at AND latest.event_id COLLATE "C" < EXCLUDED.event_id COLLATE "C"`,
 			d.SupersedeKey, d.EventID, at)
-		if err != nil {
-			return err
-		}
 	}
 	if final && store.IsRequest(d.EventID) {
-		if _, err := tx.Exec(ctx, "DELETE FROM requests WHERE id = $1", d.EventID); err != nil {
-			return err
-		}
+		b.Queue("DELETE FROM requests WHERE id = $1", d.EventID)
 	}
 	return nil
 }

@@ -262,6 +262,18 @@ const fenceSQL = "SELECT 1 FROM leader WHERE name = $1 AND epoch = $2 FOR SHARE"
 
 // write runs fn in one transaction, fenced when this is a daemon's handle (write of a leader).
 func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.fenced(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+		if err := sendBatch(ctx, tx, first); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
+// fenced begins a transaction and hands fn the first batch to send in it, which holds the
+// fence when this is a daemon's handle: fn must send it before anything else, and may queue
+// its own statements behind it (one round trip for the fence and the writes).
+func (s *Store) fenced(ctx context.Context, fn func(tx pgx.Tx, first *pgx.Batch) error) error {
 	epoch := s.epoch.Load()
 	if s.opts.Daemon && epoch == 0 {
 		return store.ErrFenced
@@ -271,18 +283,31 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.Background()) }()
+	first := &pgx.Batch{}
 	if s.opts.Daemon {
-		var one int
-		if err := tx.QueryRow(ctx, fenceSQL, s.opts.Name, epoch).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-			return store.ErrFenced
-		} else if err != nil {
-			return err
-		}
+		queueFence(first, s.opts.Name, epoch)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(tx, first); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)
+}
+
+func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
+
+// queueFence queues fenceSQL: the batch fails with store.ErrFenced once the epoch moved on.
+func queueFence(b *pgx.Batch, name string, epoch int64) {
+	b.Queue(fenceSQL, name, epoch).Exec(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() == 0 {
+			return store.ErrFenced
+		}
+		return nil
+	})
 }
 
 // unfenced runs fn in one transaction that is not a leader's: row locks guard it.

@@ -21,7 +21,7 @@ func (s *Store) AcceptRequest(r store.Request) (id string, replayed bool, err er
 	}
 	var held string
 	var conflict bool
-	wait := s.commits.enqueue(func(ctx context.Context, tx pgx.Tx) error {
+	wait := s.commits.enqueueTx(func(ctx context.Context, tx pgx.Tx) error {
 		held, conflict = "", false
 		if len(r.IdempotencyKey) > 0 {
 			var at time.Time
@@ -38,10 +38,12 @@ func (s *Store) AcceptRequest(r store.Request) (id string, replayed bool, err er
 			}
 		}
 		d := store.Delivery{EventID: r.ID, Kind: r.Kind, State: store.Pending, EventCreatedAt: r.AcceptedAt, FirstSeenAt: r.AcceptedAt, UpdatedAt: r.AcceptedAt}
-		if err := s.putDelivery(ctx, tx, d, s.epoch.Load()); err != nil {
+		b := &pgx.Batch{}
+		if err := s.queueDelivery(b, d, s.epoch.Load()); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO requests (id, sealed) VALUES ($1, $2)", r.ID, r.Sealed); err != nil {
+		b.Queue("INSERT INTO requests (id, sealed) VALUES ($1, $2)", r.ID, r.Sealed)
+		if err := sendBatch(ctx, tx, b); err != nil {
 			return err
 		}
 		if len(r.IdempotencyKey) == 0 {
