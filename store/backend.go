@@ -69,9 +69,9 @@ type LeaseReader interface {
 }
 
 // ErrFenced means a write was refused because this daemon no longer leads (a multi-instance
-// backend: another daemon took over, or an operator's cursor change ended the term). Nothing of
-// the refused transaction was written. The worker ends its term and waits to lead again.
-var ErrFenced = errors.New("fenced: this daemon no longer leads (another instance took over, or an operator changed the cursor)")
+// backend: another daemon took over, or an import moved the epoch on). Nothing of the refused
+// transaction was written. The worker ends its term and waits to lead again.
+var ErrFenced = errors.New("fenced: this daemon no longer leads (another instance took over the lease)")
 
 // CheckRecord checks that d is a record the store may hold: what would not read back is not
 // written. kinds, when set, are the kinds a record may have.

@@ -170,7 +170,7 @@ func (w *Worker) runTerms(ctx context.Context) error {
 			w.log.Warn("stopped leading: "+why.Error(), fields...)
 		default:
 			failures = 0
-			w.log.Warn("stopped leading: fenced (another instance took over, or an operator changed the cursor)", fields...)
+			w.log.Warn("stopped leading: fenced (another instance took over the lease)", fields...)
 		}
 	}
 }

@@ -96,6 +96,11 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 		{"API key and its file", "workos:\n  api_key: k\n  api_key_file: /etc/hostname\nmailer:\n  driver: log\n", "", "workos.api_key_file: set workos.api_key (WORKOS_API_KEY) or workos.api_key_file, not both"},
 		{"API key file missing", "mailer:\n  driver: log\n", "WORKOS_API_KEY_FILE=/nonexistent/key", "workos.api_key_file"},
 		{"control socket path too long", "workos:\n  api_key: k\nmailer:\n  driver: log\nadmin:\n  socket: /tmp/" + strings.Repeat("s", 120) + "\n", "", "admin.socket"},
+		{"store driver", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  driver: sqlite\n", "", "store.driver: must be bolt or postgres"},
+		{"postgres without a DSN", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  driver: postgres\n", "", "store.dsn: must be set"},
+		{"DSN that does not parse, not echoed", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  driver: postgres\n", "WORKOS_EMAILER_STORE_DSN=postgres://u:hunter2@[::1", "store.dsn: not a PostgreSQL connection string"},
+		{"DSN file missing", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  driver: postgres\n  dsn_file: /nonexistent/dsn\n", "", "store.dsn_file"},
+		{"lease TTL", "workos:\n  api_key: k\nmailer:\n  driver: log\nstore:\n  driver: postgres\n  lease_ttl: 1s\n", "WORKOS_EMAILER_STORE_DSN=postgres://u@db.internal/emailer", "store.lease_ttl"},
 		{"magic_link without the send API", "workos:\n  api_key: k\nmailer:\n  driver: log\nevents:\n  enabled: [magic_auth, magic_link]\n", "", "api.listen"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,6 +110,9 @@ func TestConfigErrorsExit2AndNameTheKey(t *testing.T) {
 			code, _, stderr := cli(t, context.Background(), "run", "--config", writeConfig(t, tc.yaml))
 			if code != exitUsage || !strings.Contains(stderr, tc.key) {
 				t.Errorf("exit %d, stderr %q; want 2 naming %s", code, stderr, tc.key)
+			}
+			if strings.Contains(stderr, "hunter2") {
+				t.Errorf("the error quotes the DSN's password: %s", stderr)
 			}
 			// Nothing started: no store, no control socket.
 			for _, f := range []string{"workos-emailer.db", "workos-emailer.db.sock"} {

@@ -59,13 +59,16 @@ Configuration, first found wins:
 
 Secrets (never in the config file you share):
   WORKOS_API_KEY, or WORKOS_API_KEY_FILE naming a file that holds it
-  WORKOS_EMAILER_API_TOKEN (send API), WORKOS_EMAILER_MAILER_SMTP_PASSWORD, or their *_FILE keys
+  WORKOS_EMAILER_API_TOKEN (send API), WORKOS_EMAILER_MAILER_SMTP_PASSWORD,
+  WORKOS_EMAILER_STORE_DSN (store.driver: postgres), or their *_FILE keys
   AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or *_FILE), else the AWS chain (profile, instance role)
   systemd credentials in $CREDENTIALS_DIRECTORY: workos_api_key, api_token, api_previous_token,
-  smtp_password, aws_access_key_id, aws_secret_access_key, aws_session_token
+  smtp_password, store_dsn, aws_access_key_id, aws_secret_access_key, aws_session_token
 
 While it runs, status, dead and cursor commands reach it through its control socket beside the
 store (store.path + ".sock", or admin.socket); /healthz, /readyz and /metrics are on admin.listen.
+With store.driver: postgres several daemons share the database and one leads (sends) at a time;
+the commands then read and change the database from any host, and /readyz says leader or standby.
 
 Exit codes:
   0  stopped cleanly

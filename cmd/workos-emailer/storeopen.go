@@ -67,7 +67,7 @@ func (l pgLeadership) Acquire(ctx context.Context, tried func(error)) (worker.Te
 }
 
 // appliedBy names who applies a change made in the store itself rather than through a daemon:
-// the next run of the one daemon, or the leading daemon, whose term the change ended.
+// the next run of the one daemon, or the leading daemon, which notices it within seconds.
 func appliedBy(cfg *config.Config) string {
 	if sharedStore(cfg) {
 		return "the leading daemon (within seconds, once its sends in flight are recorded)"

@@ -18,6 +18,7 @@ import (
 	"github.com/workos-emailer/workos-emailer/kinds"
 	"github.com/workos-emailer/workos-emailer/mailer"
 	"github.com/workos-emailer/workos-emailer/sendapi"
+	"github.com/workos-emailer/workos-emailer/store/postgres"
 	"github.com/workos-emailer/workos-emailer/worker"
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
@@ -77,6 +78,9 @@ func (c *Config) validateStore() error {
 		if c.Store.DSN == "" {
 			return KeyError("store.dsn", "must be set with store.driver: postgres (a PostgreSQL connection string, "+
 				"postgres://user:password@host:5432/db; a secret: WORKOS_EMAILER_STORE_DSN, store.dsn_file or the systemd credential store_dsn)")
+		}
+		if _, err := postgres.Describe(c.Store.DSN); err != nil {
+			return KeyError("store.dsn", "%v", err)
 		}
 		if c.Store.LeaseTTL < 2*time.Second || c.Store.LeaseTTL > 5*time.Minute {
 			return KeyError("store.lease_ttl", "must be from 2s to 5m, got %s: a standby takes over about this long after the leader stops",
@@ -276,7 +280,7 @@ func (c *Config) validateAdmin() error {
 	}
 	if len(abs) > maxSocketPath {
 		key := "admin.socket"
-		if c.Admin.Socket == "" {
+		if c.Admin.Socket == "" && c.Store.Driver == StoreBolt {
 			key = "store.path"
 		}
 		return KeyError(key, "the control socket %s is longer than the %d bytes a unix socket path may have: set admin.socket "+

@@ -61,7 +61,7 @@ func (s *Store) Lease() (store.Lease, error) {
 }
 
 // Term is one span of leadership. Done closes when it ends: the lease was lost (another daemon
-// took it, an operator's change ended it, or renewing failed until the local trust ran out).
+// took it, or renewing failed until the local trust ran out).
 type Term struct {
 	s     *Store
 	epoch int64

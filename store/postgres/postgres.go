@@ -329,7 +329,8 @@ func Transient(err error) bool {
 func Describe(dsn string) (string, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
-		return "", errors.New("store.dsn is not a PostgreSQL connection string; its text is not shown, as it may hold the password")
+		return "", errors.New("not a PostgreSQL connection string (postgres://user:password@host:5432/db, or key=value pairs); " +
+			"its text is not shown, as it may hold the password")
 	}
 	return describe(cfg), nil
 }
