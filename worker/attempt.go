@@ -276,15 +276,22 @@ func (w *Worker) send(ctx context.Context, k *kinds.Kind, ev *Event, obj workosa
 		w.releasePermit()
 		return result{}, errNotTrusted
 	}
+	before := d.rec
 	d.sending(now)
 	if err := w.store.Save(d.rec, "", now); err != nil {
 		return result{}, err
 	}
 	failpoint.Hit("before-send")
 	if !w.mayStartSend() {
-		// Claimed but not sent: the next leader finds it sending and holds it as ambiguous (or
-		// resends it, flagged): never sent twice, at worst held though it was never sent.
+		// Claimed but not sent: put the record back as it was, if this term's writes still go
+		// through, so that the next leader sends it as any pending one. Otherwise the next leader
+		// finds it sending and holds it as ambiguous (or resends it, flagged): never sent twice,
+		// at worst held though it was never sent.
 		w.releasePermit()
+		if before.State == store.Pending {
+			before.UpdatedAt = now
+			_ = w.store.Save(before, "", now)
+		}
 		return result{}, errNotTrusted
 	}
 	// The send is not cancelled by shutdown: an aborted request would leave its outcome unknown.

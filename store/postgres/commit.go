@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/workos-emailer/workos-emailer/store"
 )
 
 // Group commit, as in the bbolt store (store/commit.go): the writes of the deliveries in flight
@@ -24,8 +27,8 @@ const maxBatch = 128
 type writeOp struct {
 	// queue adds the write's statements to the batch; fn, when queue is nil, runs the write
 	// in the transaction by itself.
-	queue func(b *pgx.Batch) error
-	fn    func(ctx context.Context, tx pgx.Tx) error
+	queue func(b *pgx.Batch, epoch int64) error
+	fn    func(ctx context.Context, tx pgx.Tx, epoch int64) error
 	done  chan error
 }
 
@@ -49,12 +52,12 @@ func newCommitter(s *Store) *committer {
 }
 
 // enqueue queues a write of statements and returns a function that waits for its commit.
-func (c *committer) enqueue(queue func(b *pgx.Batch) error) (wait func() error) {
+func (c *committer) enqueue(queue func(b *pgx.Batch, epoch int64) error) (wait func() error) {
 	return c.add(&writeOp{queue: queue, done: make(chan error, 1)})
 }
 
 // enqueueTx queues a write that reads before it writes.
-func (c *committer) enqueueTx(fn func(ctx context.Context, tx pgx.Tx) error) (wait func() error) {
+func (c *committer) enqueueTx(fn func(ctx context.Context, tx pgx.Tx, epoch int64) error) (wait func() error) {
 	return c.add(&writeOp{fn: fn, done: make(chan error, 1)})
 }
 
@@ -76,9 +79,12 @@ func (c *committer) add(op *writeOp) (wait func() error) {
 	return func() error { return <-op.done }
 }
 
-// reset lets writes through again: a new term reads its position afresh.
-func (c *committer) reset() {
+// startTerm makes epoch the one writes are fenced by and lets writes through again: a new term
+// reads its position afresh. Under the committer's lock, so a batch of the old term that fails
+// afterwards cannot break the new one (loop compares the epochs).
+func (c *committer) startTerm(epoch int64) {
 	c.mu.Lock()
+	c.s.epoch.Store(epoch)
 	c.broken = nil
 	c.mu.Unlock()
 }
@@ -101,28 +107,81 @@ func (c *committer) loop() {
 		c.queue = c.queue[n:]
 		c.mu.Unlock()
 
-		ctx, cancel := c.s.ctx()
-		err := c.s.fenced(ctx, func(tx pgx.Tx, first *pgx.Batch) error { return runOps(ctx, tx, first, batch) })
-		cancel()
+		epoch := c.s.epoch.Load()
+		failed, err := c.commit(batch, epoch)
 		if err != nil {
 			c.mu.Lock()
-			c.broken = err
-			rest := c.queue
-			c.queue = nil
+			stale := c.s.epoch.Load() != epoch // a term that has ended: its failure is not the next one's
+			if !stale {
+				c.broken = err
+			}
+			var rest []*writeOp
+			if !stale {
+				rest, c.queue = c.queue, nil
+			}
 			c.mu.Unlock()
 			for _, op := range rest {
 				op.done <- fmt.Errorf("not recorded: an earlier write in this term failed: %w", err)
 			}
 		}
-		for _, op := range batch {
-			op.done <- err
+		for i, op := range batch {
+			switch {
+			case i < failed:
+				op.done <- nil
+			case i == failed:
+				op.done <- err
+			default:
+				op.done <- fmt.Errorf("not recorded: an earlier write in this term failed: %w", err)
+			}
 		}
 	}
 }
 
+// retryFor bounds how long a batch that failed on the database's or the network's side is
+// tried again: about a lease, after which a standby may lead and the fence answers.
+func (c *committer) retryFor() time.Duration { return c.s.opts.LeaseTTL }
+
+// commit applies batch in one fenced transaction. A transient failure (a connection that died,
+// the server restarting) is tried again on a new connection, for about a lease: the final
+// records of sends SES accepted are worth waiting for, and every write is safe to apply twice
+// (an upsert of the same record, a cursor move) except a claim, whose compare-and-set then
+// refuses it. When the transaction is refused (fenced, a claim refused, a record that would not
+// read back) with several writes in it, they are applied one by one, so that only the refused
+// one and those after it fail, as in the bbolt store. It returns how many writes were recorded
+// before the one that failed.
+func (c *committer) commit(batch []*writeOp, epoch int64) (recorded int, err error) {
+	try := func(ops []*writeOp) error {
+		deadline := time.Now().Add(c.retryFor())
+		wait := 50 * time.Millisecond
+		for {
+			ctx, cancel := c.s.ctx()
+			err := c.s.fenced(ctx, epoch, func(tx pgx.Tx, first *pgx.Batch) error { return runOps(ctx, tx, first, ops, epoch) })
+			cancel()
+			if err == nil || !Transient(err) || time.Now().Add(wait).After(deadline) {
+				return err
+			}
+			time.Sleep(wait)
+			wait = min(2*wait, time.Second)
+		}
+	}
+	err = try(batch)
+	if err == nil {
+		return len(batch), nil
+	}
+	if len(batch) == 1 || Transient(err) || errors.Is(err, store.ErrFenced) {
+		return 0, err
+	}
+	for i, op := range batch {
+		if err := try([]*writeOp{op}); err != nil {
+			return i, err
+		}
+	}
+	return len(batch), nil // the batch's failure did not come back one by one
+}
+
 // runOps applies ops in order, behind the statements already in b (the fence): runs of
 // statements as one pipelined batch each.
-func runOps(ctx context.Context, tx pgx.Tx, b *pgx.Batch, ops []*writeOp) error {
+func runOps(ctx context.Context, tx pgx.Tx, b *pgx.Batch, ops []*writeOp, epoch int64) error {
 	flush := func() error {
 		err := sendBatch(ctx, tx, b)
 		b = &pgx.Batch{}
@@ -130,7 +189,7 @@ func runOps(ctx context.Context, tx pgx.Tx, b *pgx.Batch, ops []*writeOp) error 
 	}
 	for _, op := range ops {
 		if op.queue != nil {
-			if err := op.queue(b); err != nil {
+			if err := op.queue(b, epoch); err != nil {
 				return err
 			}
 			continue
@@ -138,7 +197,7 @@ func runOps(ctx context.Context, tx pgx.Tx, b *pgx.Batch, ops []*writeOp) error 
 		if err := flush(); err != nil {
 			return err
 		}
-		if err := op.fn(ctx, tx); err != nil {
+		if err := op.fn(ctx, tx, epoch); err != nil {
 			return err
 		}
 	}

@@ -160,7 +160,7 @@ func (s *Store) notifyChanged() {
 
 // SetCursorAsync queues the leader's cursor move, in order with SaveAsync.
 func (s *Store) SetCursorAsync(eventID string, now time.Time) (wait func() error) {
-	w := s.commits.enqueue(func(b *pgx.Batch) error { return s.queueCursor(b, eventID, now) })
+	w := s.commits.enqueue(func(b *pgx.Batch, _ int64) error { return s.queueCursor(b, eventID, now) })
 	return func() error {
 		if err := w(); err != nil {
 			return fmt.Errorf("set cursor: %w", err)
@@ -194,8 +194,8 @@ func (s *Store) Save(d store.Delivery, cursor string, now time.Time) error {
 
 // SaveAsync queues what Save does and returns a function that waits until it is committed.
 func (s *Store) SaveAsync(d store.Delivery, cursor string, now time.Time) (wait func() error) {
-	w := s.commits.enqueue(func(b *pgx.Batch) error {
-		if err := s.queueDelivery(b, d, s.epoch.Load()); err != nil {
+	w := s.commits.enqueue(func(b *pgx.Batch, epoch int64) error {
+		if err := s.queueDelivery(b, d, epoch); err != nil {
 			return err
 		}
 		if cursor != "" {

@@ -60,7 +60,13 @@ func (s *Store) Trace(recipient string) ([]store.Delivery, error) {
 // FeedbackStats counts SES's feedback over the windows SES judges an account by
 // (store.CountFeedback).
 func (s *Store) FeedbackStats(now time.Time, recent int) (day, last store.FeedbackCounts, err error) {
-	sent, err := s.query("WHERE message_id IS NOT NULL AND state IN ('sent', 'ambiguous') ORDER BY event_id")
+	// Only what the two windows can count: the last day's, and the last recent sent. The rest
+	// of the retention (millions of records at volume) is never read.
+	sent, err := s.query(`WHERE event_id IN (
+   SELECT event_id FROM deliveries WHERE message_id IS NOT NULL AND state IN ('sent', 'ambiguous') AND updated_at >= $1
+   UNION
+   (SELECT event_id FROM deliveries WHERE message_id IS NOT NULL AND state IN ('sent', 'ambiguous') ORDER BY updated_at DESC LIMIT $2))
+ ORDER BY event_id`, now.Add(-24*time.Hour).UTC(), max(recent, 0))
 	if err != nil {
 		return day, last, fmt.Errorf("count SES feedback: %w", err)
 	}

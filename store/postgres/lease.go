@@ -68,11 +68,14 @@ type Term struct {
 
 	mu         sync.Mutex
 	trustUntil time.Time // monotonic
-	err        error
-	done       chan struct{}
-	stop       chan struct{}
-	stopped    chan struct{}
-	released   bool
+	// wallUntil is the same deadline on the wall clock: the monotonic clock stops while a VM is
+	// suspended or migrated, the wall clock does not. Trusted requires both.
+	wallUntil time.Time
+	err       error
+	done      chan struct{}
+	stop      chan struct{}
+	stopped   chan struct{}
+	released  bool
 }
 
 // Epoch is the term's fencing token.
@@ -93,7 +96,8 @@ func (t *Term) Err() error {
 func (t *Term) Trusted() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.err == nil && time.Now().Before(t.trustUntil)
+	now := time.Now()
+	return t.err == nil && now.Before(t.trustUntil) && now.Round(0).Before(t.wallUntil)
 }
 
 func (t *Term) end(err error) {
@@ -126,14 +130,13 @@ func (s *Store) TryAcquire(ctx context.Context) (t *Term, ok bool, err error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("take the lease: %w", err)
 	}
-	t = &Term{s: s, epoch: epoch, trustUntil: started.Add(s.opts.LeaseTTL * 3 / 4),
+	t = &Term{s: s, epoch: epoch, trustUntil: started.Add(s.opts.LeaseTTL * 3 / 4), wallUntil: started.Round(0).Add(s.opts.LeaseTTL * 3 / 4),
 		done: make(chan struct{}), stop: make(chan struct{}), stopped: make(chan struct{})}
-	s.commits.reset()
 	select { // a change heard in an earlier term is not this one's
 	case <-s.changed:
 	default:
 	}
-	s.epoch.Store(epoch)
+	s.commits.startTerm(epoch)
 	go t.renew()
 	return t, true, nil
 }
@@ -177,6 +180,7 @@ func (t *Term) renew() {
 		case err == nil && tag.RowsAffected() == 1:
 			t.mu.Lock()
 			t.trustUntil = started.Add(ttl * 3 / 4)
+			t.wallUntil = started.Round(0).Add(ttl * 3 / 4)
 			t.mu.Unlock()
 			var gen int64
 			ctx, cancel := context.WithTimeout(context.Background(), every)

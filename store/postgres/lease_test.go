@@ -339,3 +339,67 @@ func TestBadDSNIsNotEchoed(t *testing.T) {
 		t.Fatalf("the password is in the error: %v", err)
 	}
 }
+
+// TestFinalRecordSurvivesADatabaseBlip: the leader's connection dies while SES has accepted an
+// email; the final record is written once the database answers again, within the lease, so the
+// send is not left ambiguous (or sent twice under resend).
+func TestFinalRecordSurvivesADatabaseBlip(t *testing.T) {
+	dsn := newDB(t)
+	viaProxy, proxy := proxied(t, dsn)
+	a := openStore(t, viaProxy, Options{Daemon: true, Holder: "a", LeaseTTL: 4 * time.Second})
+	ta := acquire(t, a)
+	defer ta.Release()
+	claim := sample(1, store.Sending)
+	if err := a.Save(claim, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Cut() // every connection reset; new ones refused
+	sent := claim
+	sent.State, sent.MessageID = store.Sent, "ses-1"
+	wait := a.SaveAsync(sent, "", time.Now())
+	time.Sleep(300 * time.Millisecond) // the outage the write must outlast
+	proxy.Restore()
+	if err := wait(); err != nil {
+		t.Fatalf("the final record after a 300 ms outage: %v", err)
+	}
+	if d, _, err := a.Delivery(claim.EventID); err != nil || d.State != store.Sent || d.MessageID != "ses-1" {
+		t.Fatalf("record %+v (%v)", d, err)
+	}
+}
+
+// TestARefusedWriteFailsOnlyItselfAndLaterOnes: writes queued before a refused one are recorded,
+// whichever transaction they shared with it.
+func TestARefusedWriteFailsOnlyItselfAndLaterOnes(t *testing.T) {
+	dsn := newDB(t)
+	a := openStore(t, dsn, Options{Daemon: true, Holder: "a"})
+	ta := acquire(t, a)
+	defer ta.Release()
+	final := sample(9, store.Sent)
+	if err := a.Save(final, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var waits []func() error
+	for i := range 8 {
+		waits = append(waits, a.SaveAsync(sample(i, store.Pending), "", time.Now()))
+	}
+	refused := final
+	refused.State = store.Sending // a claim of a final record
+	waits = append(waits, a.SaveAsync(refused, "", time.Now()))
+	after := a.SaveAsync(sample(8, store.Pending), "", time.Now())
+	for i, w := range waits[:8] {
+		if err := w(); err != nil {
+			t.Errorf("write %d, queued before the refused one: %v", i, err)
+		}
+	}
+	if err := waits[8](); !errors.Is(err, ErrClaimed) {
+		t.Errorf("the refused claim: %v, want ErrClaimed", err)
+	}
+	if err := after(); err == nil {
+		t.Error("a write queued after a refused one was recorded: a cursor could pass a record that was not")
+	}
+	for i := range 8 {
+		if _, ok, _ := a.Delivery(sample(i, store.Pending).EventID); !ok {
+			t.Errorf("record %d is missing", i)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -110,28 +111,34 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]store.Delivery, er
 	return out, nil
 }
 
+// queueRetries turns ds into pending records on the retry queue, pipelined: one round trip for
+// all (a `dead retry --all` after a mass failure may name tens of thousands).
 func (s *Store) queueRetries(ctx context.Context, tx pgx.Tx, ds []store.Delivery, now time.Time) error {
+	b := &pgx.Batch{}
 	for _, d := range ds {
 		q := store.QueueRetry(d, now)
 		data, err := store.EncodeRecord(q)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "UPDATE deliveries SET state = $2, message_id = NULL, updated_at = $3, data = $4, retry = true WHERE event_id = $1",
+		b.Queue("UPDATE deliveries SET state = $2, message_id = NULL, updated_at = $3, data = $4, retry = true WHERE event_id = $1",
 			q.EventID, string(q.State), q.UpdatedAt.UTC(), data)
-		if err != nil {
-			return err
-		}
 	}
-	return nil
+	return sendBatch(ctx, tx, b)
 }
 
 // RequestRetryAll queues every dead or ambiguous delivery that can be fetched again.
 func (s *Store) RequestRetryAll(now time.Time) (queued, notRetryable []store.Delivery, err error) {
-	ctx, cancel := s.ctx()
+	// An operator's change of every dead record, after a mass failure: longer than the lease's
+	// statement timeout allows. It locks only dead and ambiguous rows, which the leader does not
+	// write, so it holds up nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), operatorTimeout)
 	defer cancel()
 	err = s.unfenced(ctx, func(tx pgx.Tx) error {
 		queued, notRetryable = nil, nil
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = "+strconv.Itoa(int(operatorTimeout.Milliseconds()))); err != nil {
+			return err
+		}
 		problems, err := s.queryIn(ctx, tx, "WHERE state IN ('dead', 'ambiguous') ORDER BY event_id FOR UPDATE")
 		if err != nil {
 			return err
@@ -182,6 +189,9 @@ func (s *Store) DropRetry(eventID string) error {
 	}
 	return nil
 }
+
+// operatorTimeout bounds an operator's change of many records.
+const operatorTimeout = 2 * time.Minute
 
 var finalStates = []string{string(store.Sent), string(store.Skipped), string(store.Dead), string(store.Ambiguous)}
 

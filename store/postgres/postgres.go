@@ -48,7 +48,8 @@ type Options struct {
 	// transaction of a connection is cut off after half of it, so that a leader cut off in the
 	// middle of a write cannot hold the row a takeover needs for longer.
 	LeaseTTL time.Duration
-	// Name is the installation; several may share a database. Default DefaultName.
+	// Name names the lease and position rows (default DefaultName). One database holds one
+	// installation: the other tables are not keyed by it.
 	Name string
 	// Kinds, when set, are the kinds a record may have (as store.Options.Kinds).
 	Kinds []string
@@ -258,11 +259,13 @@ func (s *Store) migrate(ctx context.Context) error {
 
 // fenceSQL begins every write of a leader: it fails to find the row once the epoch moved on,
 // and its share lock makes a takeover wait for this transaction to end.
-const fenceSQL = "SELECT 1 FROM leader WHERE name = $1 AND epoch = $2 FOR SHARE"
+// When the epoch moved on it divides by zero: the server aborts the transaction there, so the
+// statements pipelined behind the fence never run, whatever the client does next.
+const fenceSQL = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM leader WHERE name = $1 AND epoch = $2 FOR SHARE) AS fence"
 
 // write runs fn in one transaction, fenced when this is a daemon's handle (write of a leader).
 func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return s.fenced(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+	return s.fenced(ctx, s.epoch.Load(), func(tx pgx.Tx, first *pgx.Batch) error {
 		if err := sendBatch(ctx, tx, first); err != nil {
 			return err
 		}
@@ -273,8 +276,7 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // fenced begins a transaction and hands fn the first batch to send in it, which holds the
 // fence when this is a daemon's handle: fn must send it before anything else, and may queue
 // its own statements behind it (one round trip for the fence and the writes).
-func (s *Store) fenced(ctx context.Context, fn func(tx pgx.Tx, first *pgx.Batch) error) error {
-	epoch := s.epoch.Load()
+func (s *Store) fenced(ctx context.Context, epoch int64, fn func(tx pgx.Tx, first *pgx.Batch) error) error {
 	if s.opts.Daemon && epoch == 0 {
 		return store.ErrFenced
 	}
@@ -288,6 +290,10 @@ func (s *Store) fenced(ctx context.Context, fn func(tx pgx.Tx, first *pgx.Batch)
 		queueFence(first, s.opts.Name, epoch)
 	}
 	if err := fn(tx, first); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "22012" && strings.Contains(pgErr.Where+pgErr.Message, "division") {
+			return store.ErrFenced // fenceSQL's division by zero: the epoch moved on
+		}
 		return err
 	}
 	return tx.Commit(ctx)
@@ -302,12 +308,7 @@ func sendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
 
 // queueFence queues fenceSQL: the batch fails with store.ErrFenced once the epoch moved on.
 func queueFence(b *pgx.Batch, name string, epoch int64) {
-	b.Queue(fenceSQL, name, epoch).Exec(func(ct pgconn.CommandTag) error {
-		if ct.RowsAffected() == 0 {
-			return store.ErrFenced
-		}
-		return nil
-	})
+	b.Queue(fenceSQL, name, epoch)
 }
 
 // unfenced runs fn in one transaction that is not a leader's: row locks guard it.
@@ -322,7 +323,14 @@ func Transient(err error) bool {
 	if errors.As(err, &pgErr) {
 		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57") || pgErr.Code == "40001" || pgErr.Code == "40P01"
 	}
-	return !errors.Is(err, store.ErrFenced)
+	if errors.Is(err, store.ErrFenced) || errors.Is(err, ErrClaimed) || errors.Is(err, errClosed) {
+		return false
+	}
+	var netErr interface{ Timeout() bool }
+	return errors.As(err, &netErr) || errors.Is(err, context.DeadlineExceeded) || pgconn.SafeToRetry(err) ||
+		strings.Contains(err.Error(), "conn closed") || strings.Contains(err.Error(), "connection reset") ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "broken pipe") ||
+		strings.Contains(err.Error(), "EOF")
 }
 
 // Describe names the database a DSN connects to, without its password (as Path does).

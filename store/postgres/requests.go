@@ -21,7 +21,7 @@ func (s *Store) AcceptRequest(r store.Request) (id string, replayed bool, err er
 	}
 	var held string
 	var conflict bool
-	wait := s.commits.enqueueTx(func(ctx context.Context, tx pgx.Tx) error {
+	wait := s.commits.enqueueTx(func(ctx context.Context, tx pgx.Tx, epoch int64) error {
 		held, conflict = "", false
 		if len(r.IdempotencyKey) > 0 {
 			var at time.Time
@@ -39,7 +39,7 @@ func (s *Store) AcceptRequest(r store.Request) (id string, replayed bool, err er
 		}
 		d := store.Delivery{EventID: r.ID, Kind: r.Kind, State: store.Pending, EventCreatedAt: r.AcceptedAt, FirstSeenAt: r.AcceptedAt, UpdatedAt: r.AcceptedAt}
 		b := &pgx.Batch{}
-		if err := s.queueDelivery(b, d, s.epoch.Load()); err != nil {
+		if err := s.queueDelivery(b, d, epoch); err != nil {
 			return err
 		}
 		b.Queue("INSERT INTO requests (id, sealed) VALUES ($1, $2)", r.ID, r.Sealed)
