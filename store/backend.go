@@ -130,13 +130,34 @@ func QueueRetry(d Delivery, now time.Time) Delivery {
 	return d
 }
 
-// RetryRefused builds the error of a retry request that names ids it cannot queue (nil when
-// refused is empty).
-func RetryRefused(refused map[string]string) error {
-	if len(refused) == 0 {
-		return nil
+// SelectRetries picks the records a retry request names (each once, in order), reading each with
+// get: all can be retried, or the error is a *RetryRefusedError naming each that cannot, and
+// why.
+func SelectRetries(ids []string, get func(id string) (d Delivery, found bool, err error)) ([]Delivery, error) {
+	var out []Delivery
+	refused := map[string]string{}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		d, found, err := get(id)
+		switch {
+		case err != nil:
+			return nil, err
+		case !found:
+			refused[id] = "no delivery record with this event id"
+		case whyNotRetryable(d) != "":
+			refused[id] = whyNotRetryable(d)
+		default:
+			out = append(out, d)
+		}
 	}
-	return &RetryRefusedError{Refused: refused}
+	if len(refused) > 0 {
+		return nil, &RetryRefusedError{Refused: refused}
+	}
+	return out, nil
 }
 
 // Prunable reports whether d may be pruned at olderThan: final, and last changed before it

@@ -347,31 +347,17 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]Delivery, error) {
 	}
 	var out []Delivery
 	err := s.update(func(tx *bolt.Tx) error {
-		out = out[:0]
-		refused := map[string]string{}
-		seen := map[string]bool{}
-		for _, id := range ids {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
+		var err error
+		out, err = SelectRetries(ids, func(id string) (Delivery, bool, error) {
 			v := getRecord(tx, []byte(id))
 			if v == nil {
-				refused[id] = "no delivery record with this event id"
-				continue
+				return Delivery{}, false, nil
 			}
 			d, err := decodeDelivery([]byte(id), v, rulesNow(s.kinds))
-			if err != nil {
-				return err
-			}
-			if why := whyNotRetryable(d); why != "" {
-				refused[id] = why
-				continue
-			}
-			out = append(out, d)
-		}
-		if len(refused) > 0 {
-			return &RetryRefusedError{Refused: refused}
+			return d, err == nil, err
+		})
+		if err != nil {
+			return err
 		}
 		for _, d := range out {
 			if err := queueRetry(tx, d, now); err != nil {

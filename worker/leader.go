@@ -26,6 +26,22 @@ type Leadership interface {
 	Acquire(ctx context.Context, tried func(err error)) (Term, error)
 }
 
+// LeadershipOf is the Leadership of a store whose Acquire returns its own term type (the
+// PostgreSQL store's *postgres.Term).
+func LeadershipOf[T Term](acquire func(ctx context.Context, tried func(error)) (T, error)) Leadership {
+	return leadershipFunc[T](acquire)
+}
+
+type leadershipFunc[T Term] func(context.Context, func(error)) (T, error)
+
+func (f leadershipFunc[T]) Acquire(ctx context.Context, tried func(error)) (Term, error) {
+	t, err := f(ctx, tried)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 // Term is one span of leadership.
 type Term interface {
 	Epoch() int64

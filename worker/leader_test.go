@@ -19,17 +19,6 @@ import (
 	"github.com/workos-emailer/workos-emailer/workosapi"
 )
 
-// pgLeadership hands the worker the PostgreSQL store's terms, as the daemon's wiring does.
-type pgLeadership struct{ st *postgres.Store }
-
-func (l pgLeadership) Acquire(ctx context.Context, tried func(error)) (Term, error) {
-	t, err := l.st.Acquire(ctx, tried)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
 // TestTermsOnPostgres runs two workers on one PostgreSQL store, the first through a proxy: when
 // it is partitioned, it stops sending and the second takes over; when the partition heals, the
 // first stands by; every email goes out once.
@@ -60,7 +49,7 @@ func TestTermsOnPostgres(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = st.Close() })
 		opts := h.opts
-		opts.Leadership = pgLeadership{st}
+		opts.Leadership = LeadershipOf(st.Acquire)
 		logs := &syncbuf.Buffer{}
 		log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logs), zapcore.DebugLevel))
 		w := New(opts, workosapi.New(testAPIKey, h.wosURL, 2*time.Second, nil), st, h.ses2,

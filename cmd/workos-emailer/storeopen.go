@@ -37,7 +37,7 @@ func openDaemonStore(ctx context.Context, cfg *config.Config) (st store.Backend,
 		if err != nil {
 			return nil, nil, false, err
 		}
-		return pg, pgLeadership{pg}, false, nil
+		return pg, worker.LeadershipOf(pg.Acquire), false, nil
 	}
 	_, statErr := os.Stat(cfg.Store.Path)
 	bolt, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})
@@ -53,17 +53,6 @@ func openOperatorStore(cfg *config.Config) (store.Backend, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Store.LeaseTTL)
 	defer cancel()
 	return postgres.Open(ctx, cfg.Store.DSN, postgres.Options{LeaseTTL: cfg.Store.LeaseTTL, Kinds: kinds.Names()})
-}
-
-// pgLeadership hands the worker the PostgreSQL store's terms.
-type pgLeadership struct{ st *postgres.Store }
-
-func (l pgLeadership) Acquire(ctx context.Context, tried func(error)) (worker.Term, error) {
-	t, err := l.st.Acquire(ctx, tried)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
 }
 
 // appliedBy names who applies a change made in the store itself rather than through a daemon:

@@ -206,17 +206,6 @@ func benchCredentials() credentials.StaticCredentialsProvider {
 
 var benchBrand = mailer.Brand{Name: "Bench", PrimaryColor: "#0f766e", SupportEmail: "support@bench.example"}
 
-// leadership hands the worker the PostgreSQL store's terms, as `run` does.
-type leadership struct{ st *postgres.Store }
-
-func (l leadership) Acquire(ctx context.Context, tried func(error)) (worker.Term, error) {
-	t, err := l.st.Acquire(ctx, tried)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
 // runOurs wires the daemon's pipeline as `workos-emailer run` does: the durable bbolt store,
 // workos-go through workosapi.New, aws-sdk-go-v2 SES v2 through mailer.NewSES, the
 // built-in templates, the Prometheus observer and a JSON logger.
@@ -238,7 +227,7 @@ func runOurs(spec runSpec, res *runResult, started func(time.Time), stop <-chan 
 		if err != nil {
 			return err
 		}
-		st, opts.Leadership = pg, leadership{pg}
+		st, opts.Leadership = pg, worker.LeadershipOf(pg.Acquire)
 	} else {
 		bolt, err := store.Open(dbPath, store.Options{Kinds: kinds.Names()})
 		if err != nil {

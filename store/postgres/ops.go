@@ -70,33 +70,26 @@ func (s *Store) RequestRetry(now time.Time, ids ...string) ([]store.Delivery, er
 	defer cancel()
 	err := s.unfenced(ctx, func(tx pgx.Tx) error {
 		out = out[:0]
-		found, err := s.queryIn(ctx, tx, "WHERE event_id = ANY($1) ORDER BY event_id FOR UPDATE", ids)
+		// Only the dead and ambiguous rows are locked: the others (which are refused) may be the
+		// leader's in flight, and locking them could deadlock with its writes.
+		found, err := s.queryIn(ctx, tx, "WHERE event_id = ANY($1) AND state IN ('dead', 'ambiguous') ORDER BY event_id FOR UPDATE", ids)
 		if err != nil {
 			return err
 		}
+		others, err := s.queryIn(ctx, tx, "WHERE event_id = ANY($1) AND state NOT IN ('dead', 'ambiguous')", ids)
+		if err != nil {
+			return err
+		}
+		found = append(found, others...)
 		byID := map[string]store.Delivery{}
 		for _, d := range found {
 			byID[d.EventID] = d
 		}
-		refused := map[string]string{}
-		seen := map[string]bool{}
-		for _, id := range ids {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
+		out, err = store.SelectRetries(ids, func(id string) (store.Delivery, bool, error) {
 			d, ok := byID[id]
-			if !ok {
-				refused[id] = "no delivery record with this event id"
-				continue
-			}
-			if why := store.WhyNotRetryable(d); why != "" {
-				refused[id] = why
-				continue
-			}
-			out = append(out, d)
-		}
-		if err := store.RetryRefused(refused); err != nil {
+			return d, ok, nil
+		})
+		if err != nil {
 			return err
 		}
 		return s.queueRetries(ctx, tx, out, now)
