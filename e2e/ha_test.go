@@ -82,7 +82,7 @@ func haRun(t *testing.T, cluster *pgtest.Cluster, seed uint64, onAmbiguous strin
 		wl.orgs = append(wl.orgs, wos.AddOrganization(fmt.Sprintf("Org %d", i)))
 		wl.users = append(wl.users, wos.AddUser("Inviter", strconv.Itoa(i), fmt.Sprintf("inviter%d@example.com", i)))
 	}
-	wl.add(nEvents / 2)
+	wl.add(nEvents / 3)
 
 	watch := lease(t, dsn)
 	nodes := make([]*haNode, 3)
@@ -175,12 +175,11 @@ func haRun(t *testing.T, cluster *pgtest.Cluster, seed uint64, onAmbiguous strin
 
 	faults := []string{"sigkill", "sigstop", "cut", "sigkill", "postgres-restart", "sigstop", "cut"}
 	for round := range rounds {
-		if round == rounds/2 {
-			wl.add(nEvents - len(wl.events)) // events keep arriving while it fails over
-		}
-		leader, epoch := leaderOf()
-		// Let it send a little first, so the fault lands with sends in flight.
+		// Events keep arriving while it fails over, and every round has some to send: let the
+		// leader send a little first, so the fault lands with sends in flight.
 		before := sent()
+		wl.add(max(1, (nEvents-len(wl.events))/(rounds-round)))
+		leader, epoch := leaderOf()
 		waitUntil(t, time.Minute, "the leader to send", func() bool { return sent() > before || end.done() })
 		time.Sleep(time.Duration(rng.IntN(200)) * time.Millisecond)
 		fault := faults[round%len(faults)]
