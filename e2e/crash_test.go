@@ -97,6 +97,35 @@ func (w *workload) add(n int) {
 	}
 }
 
+// fakeWorld is the fake WorkOS and SES a suite runs the daemons against, with its workload.
+type fakeWorld struct {
+	wos            *fakeworkos.Server
+	ses            *fakeses.Server
+	wosURL, sesURL string
+	end            *endWatch
+	wl             *workload
+}
+
+// newFakeWorld serves a fake WorkOS with five organizations and inviters, and a fake SES that
+// takes sesLatency per request, so that sends stay in flight when a kill or fault lands.
+func newFakeWorld(t *testing.T, rng *rand.Rand, sesLatency time.Duration) *fakeWorld {
+	f := &fakeWorld{wos: fakeworkos.New(apiKey), ses: fakeses.New()}
+	f.ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(sesLatency)
+		return false
+	}
+	f.end = watchEnd(f.wos)
+	f.wosURL, f.sesURL = f.wos.Start(), f.ses.Start()
+	t.Cleanup(f.wos.Close)
+	t.Cleanup(f.ses.Close)
+	f.wl = &workload{wos: f.wos, rng: rng, byID: map[string]*workloadEvent{}}
+	for i := range 5 {
+		f.wl.orgs = append(f.wl.orgs, f.wos.AddOrganization(fmt.Sprintf("Org %d", i)))
+		f.wl.users = append(f.wl.users, f.wos.AddUser("Inviter", strconv.Itoa(i), fmt.Sprintf("inviter%d@example.com", i)))
+	}
+	return f
+}
+
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
 		return v
@@ -128,23 +157,8 @@ func TestCrashSuite(t *testing.T) {
 
 func crashRun(t *testing.T, seed uint64, onAmbiguous string, nEvents, nKills int, viaSMTP bool) {
 	rng := rand.New(rand.NewPCG(seed, uint64(len(onAmbiguous))))
-	wos := fakeworkos.New(apiKey)
-	ses := fakeses.New()
-	// A little SES latency keeps sends in flight when a timed kill lands.
-	ses.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
-		time.Sleep(time.Millisecond)
-		return false
-	}
-	end := watchEnd(wos)
-	wosURL, sesURL := wos.Start(), ses.Start()
-	t.Cleanup(wos.Close)
-	t.Cleanup(ses.Close)
-
-	wl := &workload{wos: wos, rng: rng, byID: map[string]*workloadEvent{}}
-	for i := range 5 {
-		wl.orgs = append(wl.orgs, wos.AddOrganization(fmt.Sprintf("Org %d", i)))
-		wl.users = append(wl.users, wos.AddUser("Inviter", strconv.Itoa(i), fmt.Sprintf("inviter%d@example.com", i)))
-	}
+	world := newFakeWorld(t, rng, time.Millisecond)
+	ses, end, wosURL, sesURL, wl := world.ses, world.end, world.wosURL, world.sesURL, world.wl
 	wl.add(nEvents * 2 / 3)
 
 	dir := t.TempDir()

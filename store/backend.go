@@ -63,11 +63,6 @@ type Lease struct {
 	Live      bool      `json:"live"`
 }
 
-// LeaseReader is a store whose lease can be read; the bbolt store has none.
-type LeaseReader interface {
-	Lease() (Lease, error)
-}
-
 // ErrFenced means a write was refused because this daemon no longer leads (a multi-instance
 // backend: another daemon took over, or an import moved the epoch on). Nothing of the refused
 // transaction was written. The worker ends its term and waits to lead again.
@@ -158,12 +153,6 @@ func SelectRetries(ids []string, get func(id string) (d Delivery, found bool, er
 		return nil, &RetryRefusedError{Refused: refused}
 	}
 	return out, nil
-}
-
-// Prunable reports whether d may be pruned at olderThan: final, and last changed before it
-// (records queued for retry are pending, so never).
-func Prunable(d Delivery, olderThan time.Time) bool {
-	return d.State.Final() && d.UpdatedAt.Before(olderThan)
 }
 
 // CleanFeedbackDetail drops SES's free text when it is too long or could name an address.

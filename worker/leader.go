@@ -75,7 +75,7 @@ const (
 // leadership is the worker's state of its terms.
 type leadership struct {
 	term atomic.Pointer[Term]
-	// role is a Role; standbyErr says why acquiring failed when role is none.
+	// role is a Role: leader in a term, standby or none between terms.
 	role atomic.Value
 }
 

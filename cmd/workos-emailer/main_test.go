@@ -419,7 +419,13 @@ func TestSampleConfigIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(raw)
-	for _, key := range []string{"api_key_file", "feedback_queue_url", "previous_token_file", "socket"} {
+	// The store: bbolt by default, the PostgreSQL keys shown commented out with their defaults.
+	if cfg.Store.Driver != defaults.Store.Driver || cfg.Store.Driver != config.StoreBolt || cfg.Store.LeaseTTL != defaults.Store.LeaseTTL ||
+		!strings.Contains(text, "# lease_ttl: "+config.FormatDuration(defaults.Store.LeaseTTL)+"\n") || cfg.Store.DSN != "" {
+		t.Errorf("the sample's store driver %q and lease %s differ from the defaults %q, %s", cfg.Store.Driver, cfg.Store.LeaseTTL,
+			defaults.Store.Driver, defaults.Store.LeaseTTL)
+	}
+	for _, key := range []string{"api_key_file", "feedback_queue_url", "previous_token_file", "socket", "driver", "dsn", "dsn_file", "lease_ttl"} {
 		if !strings.Contains(text, "# "+key+": ") && !strings.Contains(text, "  "+key+": ") {
 			t.Errorf("the sample does not show %s", key)
 		}

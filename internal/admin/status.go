@@ -25,6 +25,12 @@ type Store interface {
 	Path() string
 }
 
+// leaseReader is a store whose lease can be read (the PostgreSQL store); the bbolt store has
+// none.
+type leaseReader interface {
+	Lease() (store.Lease, error)
+}
+
 // What `status` and `dead list` show, and the /status and /dead documents the daemon's admin
 // listener serves: the CLI prints the same document whether it came from the daemon or, when
 // no daemon answers, from the store file itself (then without the live fields).
@@ -307,7 +313,7 @@ func BuildStatus(st Store, enabled []string, now time.Time, source string, live 
 	if doc.Feedback, err = buildFeedback(st, now); err != nil {
 		return Status{}, err
 	}
-	if lr, ok := st.(store.LeaseReader); ok {
+	if lr, ok := st.(leaseReader); ok {
 		l, err := lr.Lease()
 		if err != nil {
 			return Status{}, err

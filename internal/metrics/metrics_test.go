@@ -187,3 +187,25 @@ func TestPollQuotaToleratesFailures(t *testing.T) {
 		t.Errorf("%v errors counted, want at least 2", got)
 	}
 }
+
+func TestLeadershipMetrics(t *testing.T) {
+	m := New(Options{})
+	if body := scrape(t, m); !strings.Contains(body, "workos_emailer_leader 1\n") {
+		t.Error("with the bbolt store the one daemon always leads")
+	}
+	m.Standby()
+	m.Leading(7, true)
+	m.Leading(7, false)
+	m.Leading(9, true)
+	body := scrape(t, m)
+	for _, want := range []string{"workos_emailer_leader 1", "workos_emailer_lease_epoch 9",
+		`workos_emailer_leadership_changes_total{change="acquired"} 2`, `workos_emailer_leadership_changes_total{change="lost"} 1`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	m.Leading(9, false)
+	if body := scrape(t, m); !strings.Contains(body, "workos_emailer_leader 0\n") {
+		t.Error("a standby reports itself leading")
+	}
+}

@@ -157,7 +157,7 @@ func (c *committer) commit(batch []*writeOp, epoch int64) (recorded int, err err
 			ctx, cancel := c.s.ctx()
 			err := c.s.fenced(ctx, epoch, func(tx pgx.Tx, first *pgx.Batch) error { return runOps(ctx, tx, first, ops, epoch) })
 			cancel()
-			if err == nil || !Transient(err) || time.Now().Add(wait).After(deadline) {
+			if err == nil || !transient(err) || time.Now().Add(wait).After(deadline) {
 				return err
 			}
 			time.Sleep(wait)
@@ -168,7 +168,7 @@ func (c *committer) commit(batch []*writeOp, epoch int64) (recorded int, err err
 	if err == nil {
 		return len(batch), nil
 	}
-	if len(batch) == 1 || Transient(err) || errors.Is(err, store.ErrFenced) {
+	if len(batch) == 1 || transient(err) || errors.Is(err, store.ErrFenced) {
 		return 0, err
 	}
 	for i, op := range batch {

@@ -164,12 +164,6 @@ func (s *Store) connError(err error) error {
 // Path names the database, without the password.
 func (s *Store) Path() string { return s.where }
 
-// Holder is this daemon's name in the lease row.
-func (s *Store) Holder() string { return s.opts.Holder }
-
-// LeaseTTL is the lease's length.
-func (s *Store) LeaseTTL() time.Duration { return s.opts.LeaseTTL }
-
 // Close waits for queued writes and disconnects.
 func (s *Store) Close() error {
 	s.commits.close()
@@ -186,12 +180,6 @@ func (s *Store) ctx() (context.Context, context.CancelFunc) {
 // schemaLock is the advisory lock migrations run under (a transaction lock: released by the
 // commit, and by the server if the connection dies).
 const schemaLock = 0x776f726b6f73 // "workos"
-
-// SchemaVersion is the newest schema this build knows: its number of migrations.
-func SchemaVersion() int {
-	names, _ := fs.Glob(migrations, "migrations/*.sql")
-	return len(names)
-}
 
 func (s *Store) migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 4*s.opTimeout)
@@ -316,9 +304,9 @@ func (s *Store) unfenced(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, fn)
 }
 
-// Transient reports whether err is the database or the network failing (retry later), not a
+// transient reports whether err is the database or the network failing (retry later), not a
 // refusal of what was asked.
-func Transient(err error) bool {
+func transient(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57") || pgErr.Code == "40001" || pgErr.Code == "40P01"
