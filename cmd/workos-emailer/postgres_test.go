@@ -219,3 +219,44 @@ func mustLoad(t *testing.T, path string) *config.Config {
 	}
 	return cfg
 }
+
+// TestDaemonWaitsForTheDatabase: a daemon that starts while PostgreSQL is down waits for it, and
+// leads once it answers, rather than exiting.
+func TestDaemonWaitsForTheDatabase(t *testing.T) {
+	isolate(t)
+	cluster := pgtest.Start(t)
+	dsn := cluster.CreateDB(t)
+	t.Setenv("WORKOS_API_KEY", "sk_test_cli")
+	wos := fakeworkos.New("sk_test_cli")
+	defer wos.Close()
+	cfg := pgConfig(t, dsn, "mailer:\n  driver: log\nworkos:\n  base_url: "+wos.Start()+
+		"\nadmin:\n  listen: \"\"\n  socket: "+filepath.Join(t.TempDir(), "ctl.sock")+"\n")
+	cluster.Stop(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncbuf.Buffer{}
+	done := make(chan int, 1)
+	go func() { done <- execute(ctx, []string{"run", "--config", cfg}, &bytes.Buffer{}, logs) }()
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			select {
+			case code := <-done:
+				t.Fatalf("the daemon exited %d while %s:\n%s", code, what, logs.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 20s:\n%s", what, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	wait("waiting for the database", func() bool { return strings.Contains(logs.String(), "cannot reach the PostgreSQL store; waiting for it") })
+	cluster.Start(t)
+	wait("taking the lease", func() bool { return strings.Contains(logs.String(), "leading: took the lease") })
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, logs.String())
+	}
+}

@@ -114,7 +114,7 @@ func runDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, reload 
 	if err != nil {
 		return err
 	}
-	st, leadership, created, err := openDaemonStore(ctx, cfg) // storeopen.go
+	st, leadership, created, err := openDaemonStore(ctx, cfg, log) // storeopen.go
 	if err != nil && ctx.Err() != nil {
 		log.Info("stopped while connecting to the store; nothing was started")
 		return nil

@@ -6,6 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/workos-emailer/workos-emailer/internal/config"
 	"github.com/workos-emailer/workos-emailer/kinds"
@@ -31,13 +34,26 @@ func storeName(cfg *config.Config) (string, error) {
 
 // openDaemonStore opens the daemon's store; leadership is nil for the bbolt store (its file lock
 // is the leadership). created says a new bbolt file was made.
-func openDaemonStore(ctx context.Context, cfg *config.Config) (st store.Backend, leadership worker.Leadership, created bool, err error) {
+// A database that does not answer yet is waited for (a standby's job is to be there when it
+// does), until ctx ends.
+func openDaemonStore(ctx context.Context, cfg *config.Config, log *zap.Logger) (st store.Backend, leadership worker.Leadership, created bool, err error) {
 	if sharedStore(cfg) {
-		pg, err := postgres.Open(ctx, cfg.Store.DSN, postgres.Options{Daemon: true, LeaseTTL: cfg.Store.LeaseTTL, Kinds: kinds.Names()})
-		if err != nil {
-			return nil, nil, false, err
+		for logged := false; ; logged = true {
+			pg, err := postgres.Open(ctx, cfg.Store.DSN, postgres.Options{Daemon: true, LeaseTTL: cfg.Store.LeaseTTL, Kinds: kinds.Names()})
+			switch {
+			case err == nil:
+				return pg, worker.LeadershipOf(pg.Acquire), false, nil
+			case !errors.Is(err, postgres.ErrUnreachable) || ctx.Err() != nil:
+				return nil, nil, false, err
+			case !logged:
+				log.Warn("cannot reach the PostgreSQL store; waiting for it (nothing is sent meanwhile)", zap.Error(err))
+			}
+			select {
+			case <-ctx.Done():
+				return nil, nil, false, ctx.Err()
+			case <-time.After(postgres.AcquireInterval):
+			}
 		}
-		return pg, worker.LeadershipOf(pg.Acquire), false, nil
 	}
 	_, statErr := os.Stat(cfg.Store.Path)
 	bolt, err := store.Open(cfg.Store.Path, store.Options{Kinds: kinds.Names()})

@@ -121,6 +121,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		s.pool.Close()
 		s.leasePool.Close()
+		if transient(err) && !errors.Is(err, ErrUnreachable) {
+			err = s.connError(err)
+		}
 		return nil, err
 	}
 	s.commits = newCommitter(s)
@@ -156,9 +159,15 @@ func describe(c *pgx.ConnConfig) string {
 	return fmt.Sprintf("postgres://%s@%s/%s", c.User, net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port))), c.Database)
 }
 
+// ErrUnreachable means the database did not answer (refused, reset, timed out, shutting down):
+// a daemon waits for it, as it does for the lease.
+var ErrUnreachable = errors.New("cannot reach the PostgreSQL store")
+
 func (s *Store) connError(err error) error {
-	return fmt.Errorf("connect to the PostgreSQL store %s: %w (check store.dsn, that the server is up and reachable, "+
-		"and the user's password)", s.where, err)
+	if transient(err) {
+		return fmt.Errorf("%w %s: %w (check store.dsn and that the server is up and reachable)", ErrUnreachable, s.where, err)
+	}
+	return fmt.Errorf("connect to the PostgreSQL store %s: %w (check store.dsn and the user's password)", s.where, err)
 }
 
 // Path names the database, without the password.
@@ -198,6 +207,9 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("lock the PostgreSQL store %s for its migrations: %w", s.where, err)
 	}
 	if _, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS workos_emailer_schema (version integer NOT NULL)"); err != nil {
+		if transient(err) {
+			return s.connError(err)
+		}
 		return fmt.Errorf("prepare the PostgreSQL store %s: %w (the user needs CREATE on the database's schema)", s.where, err)
 	}
 	var version int
