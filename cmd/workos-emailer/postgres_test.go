@@ -252,7 +252,9 @@ func TestDaemonWaitsForTheDatabase(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	wait("waiting for the database", func() bool { return strings.Contains(logs.String(), "cannot reach the PostgreSQL store; waiting for it") })
+	wait("waiting for the database", func() bool {
+		return strings.Contains(logs.String(), "cannot reach the PostgreSQL store; waiting for it")
+	})
 	cluster.Start(t)
 	wait("taking the lease", func() bool { return strings.Contains(logs.String(), "leading: took the lease") })
 	cancel()
